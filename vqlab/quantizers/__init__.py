@@ -1,0 +1,1 @@
+"""Vector quantizers, k-means and nearest-code search."""

@@ -1,0 +1,122 @@
+"""Memory-bounded nearest-code search.
+
+The usual VQ layer builds the dense ``N x K`` matrix of distances (and often an ``N x K``
+one-hot). At ``N = 65,536`` tokens and ``K = 262,144`` codes that is 64 GiB of fp32. Here the
+search walks the codebook in tiles and keeps a running ``(best distance, best index)`` per
+row, so at most ``max_bytes`` of distances exist at any moment.
+
+Memory bound: one tile of ``rows x cols`` fp32 distances with ``rows * cols * 4 <= max_bytes``
+(plus the ``(N,)`` results and the ``(K,)`` code norms). The default budget is 64 MiB.
+
+Glossary: ``N`` rows to search, ``K`` codes, ``D`` code dimension.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+
+DEFAULT_MAX_BYTES = 64 * 2**20
+
+
+class NearestCode(NamedTuple):
+    """Result of :func:`nearest_code`.
+
+    indices: (N,) int64, index of the nearest code (lowest index on ties).
+    distances: (N,) float32, squared Euclidean distance to that code.
+    """
+
+    indices: torch.Tensor
+    distances: torch.Tensor
+
+
+def _check(x: torch.Tensor, codebook: torch.Tensor) -> None:
+    if x.dim() != 2 or codebook.dim() != 2:
+        raise ValueError(
+            f"nearest_code expects x of shape (N, D) and codebook (K, D); got {tuple(x.shape)} "
+            f"and {tuple(codebook.shape)}"
+        )
+    if x.shape[1] != codebook.shape[1]:
+        raise ValueError(
+            f"dimension mismatch: x has D={x.shape[1]} but the codebook has D={codebook.shape[1]}"
+        )
+    if codebook.shape[0] == 0:
+        raise ValueError("the codebook is empty (K=0)")
+    if not (x.is_floating_point() and codebook.is_floating_point()):
+        raise TypeError(
+            f"nearest_code needs floating-point tensors; got {x.dtype} and {codebook.dtype}"
+        )
+    if x.device != codebook.device:
+        raise ValueError(f"x is on {x.device} but the codebook is on {codebook.device}")
+
+
+def tile_shape(n: int, k: int, max_bytes: int = DEFAULT_MAX_BYTES) -> tuple[int, int]:
+    """Rows and columns of one fp32 distance tile that fits in ``max_bytes``.
+
+    Prefers whole rows of the codebook (``cols = K``) and shrinks the codebook tile only when a
+    single row of distances would not fit with at least 1 row... the tile always has >= 1 row
+    and >= 1 column.
+    """
+    if max_bytes < 4:
+        raise ValueError(f"max_bytes must be at least 4 (one fp32 distance); got {max_bytes}")
+    budget = max_bytes // 4  # fp32 elements
+    cols = min(k, budget)
+    rows = max(1, min(n, budget // max(cols, 1)))
+    return rows, cols
+
+
+@torch.no_grad()
+def nearest_code_torch(
+    x: torch.Tensor, codebook: torch.Tensor, *, max_bytes: int = DEFAULT_MAX_BYTES
+) -> NearestCode:
+    """Chunked torch search: exact fp32 squared L2 argmin.
+
+    x: (N, D), codebook: (K, D). Any float dtype; scoring is done in fp32.
+    ``||x - c||^2 = ||x||^2 - 2 x.c + ||c||^2``; the ``||x||^2`` term does not change the argmin,
+    so it is added once per row at the end.
+    """
+    _check(x, codebook)
+    n, k = x.shape[0], codebook.shape[0]
+    x32 = x.float()
+    c32 = codebook.float()
+    c_sq = (c32 * c32).sum(1)  # (K,)
+    best_d = torch.full((n,), float("inf"), device=x.device)
+    best_i = torch.zeros(n, dtype=torch.long, device=x.device)
+    rows, cols = tile_shape(n, k, max_bytes)
+    for r0 in range(0, n, rows):
+        xr = x32[r0 : r0 + rows]  # (r, D)
+        bd = best_d[r0 : r0 + rows]
+        bi = best_i[r0 : r0 + rows]
+        for c0 in range(0, k, cols):
+            # (r, c) partial distances without the ||x||^2 term
+            d = torch.addmm(c_sq[c0 : c0 + cols], xr, c32[c0 : c0 + cols].T, alpha=-2.0)
+            dmin, imin = d.min(dim=1)
+            # strict < keeps the lowest index on ties across tiles
+            better = dmin < bd
+            bd = torch.where(better, dmin, bd)
+            bi = torch.where(better, imin + c0, bi)
+        best_d[r0 : r0 + rows] = bd
+        best_i[r0 : r0 + rows] = bi
+    x_sq = (x32 * x32).sum(1)
+    # clamp: cancellation can push tiny distances below zero
+    return NearestCode(best_i, (best_d + x_sq).clamp_min_(0.0))
+
+
+def nearest_code(
+    x: torch.Tensor,
+    codebook: torch.Tensor,
+    *,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    backend: str = "auto",
+) -> NearestCode:
+    """Nearest code of every row of ``x`` by squared Euclidean distance.
+
+    x: (N, D), codebook: (K, D). Returns :class:`NearestCode` with (N,) indices and (N,)
+    squared distances. Never materialises more than ``max_bytes`` of distances.
+
+    backend: ``"auto"`` (the fused kernel on CUDA where available, else torch), ``"torch"``.
+    """
+    if backend not in ("auto", "torch"):
+        raise ValueError(f"unknown nearest_code backend {backend!r}; choose 'auto' or 'torch'")
+    return nearest_code_torch(x, codebook, max_bytes=max_bytes)
