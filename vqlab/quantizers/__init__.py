@@ -1,1 +1,24 @@
-"""Vector quantizers, k-means and nearest-code search."""
+"""Vector quantizers, k-means and the memory-bounded nearest-code search."""
+
+from vqlab.quantizers.distance import NearestCode, nearest_code
+from vqlab.quantizers.ema import EmaState, batch_statistics, ema_update, laplace_smooth
+from vqlab.quantizers.kmeans import KMeansResult, kmeans, kmeans_parallel, kmeans_plusplus
+from vqlab.quantizers.kmeans_stream import ReservoirSampler, kmeans_streaming
+from vqlab.quantizers.vq import VectorQuantizer, VQOutput
+
+__all__ = [
+    "EmaState",
+    "KMeansResult",
+    "NearestCode",
+    "ReservoirSampler",
+    "VQOutput",
+    "VectorQuantizer",
+    "batch_statistics",
+    "ema_update",
+    "kmeans",
+    "kmeans_parallel",
+    "kmeans_plusplus",
+    "kmeans_streaming",
+    "laplace_smooth",
+    "nearest_code",
+]
