@@ -1,0 +1,231 @@
+"""``diagnose``: every metric the given tensors allow, under the contract names of DESIGN.md.
+
+Which keys appear depends on which arguments are given:
+
+====================================  ==================================================
+given                                 keys
+====================================  ==================================================
+codebook (always)                     codebook_size, codebook_mean_l2,
+                                      codebook_mean_cos_dist, effective_dim
+indices                               perplexity, usage, dead_codes
+embeddings                            embedding_mean_l2, coverage_ratio,
+                                      mean_nearest_distance
+embeddings + indices                  quant_mse
+reconstructions + inputs              recon_mse
+labels + indices                      modes_with_tokens, mode_entropy
+labels + embeddings                   class_separation, probe_accuracy,
+                                      embedding_effective_rank
+reconstructions + means + mode_radius modes_in_recon
+reconstructions + labels + means      recon_mode_accuracy
+====================================  ==================================================
+
+Definitions not spelled out in the other modules:
+
+- ``codebook_mean_l2`` is exact over all pairs of codes. ``embedding_mean_l2`` is the same
+  statistic on a seeded random subsample of at most ``embedding_sample`` embeddings (all of
+  them when there are fewer), since embeddings often number in the millions.
+- ``coverage_ratio = codebook_mean_l2 / embedding_mean_l2``.
+- ``quant_mse``: mean over the N positions of ``||z_e - codebook[indices]||^2``, summed over D.
+- ``recon_mse``: mean over all elements of ``(reconstructions - inputs)^2``, on whatever scale
+  the caller's data uses.
+
+An argument given without the partners it needs raises ``ValueError`` instead of being ignored.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from vqlab.diagnostics.collapse import (
+    class_separation,
+    effective_dim,
+    effective_rank,
+    mode_stats,
+    modes_in_recon,
+    probe_accuracy,
+    recon_mode_accuracy,
+)
+from vqlab.diagnostics.distances import (
+    _check_matrix,
+    mean_nearest_distance,
+    mean_pairwise_cos_dist,
+    mean_pairwise_l2,
+)
+from vqlab.diagnostics.usage import code_counts, dead_codes, perplexity, usage
+
+EMBEDDING_SAMPLE = 8192
+
+
+def _check_lengths(**tensors: torch.Tensor | None) -> None:
+    """All given per-position tensors must agree on N (rows, or length when 1-D)."""
+    lengths = {name: t.shape[0] for name, t in tensors.items() if t is not None and t.dim() > 0}
+    if len(set(lengths.values())) > 1:
+        listed = ", ".join(f"{name} has {n}" for name, n in lengths.items())
+        raise ValueError(f"diagnose needs one row per position in each argument; {listed}")
+
+
+def _check_1d(t: torch.Tensor | None, name: str) -> None:
+    if t is not None and (not isinstance(t, torch.Tensor) or t.dim() != 1):
+        shape = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
+        raise ValueError(f"{name} must be a (N,) tensor; got {shape}")
+
+
+def _sample_rows(x: torch.Tensor, limit: int, seed: int) -> torch.Tensor:
+    """At most ``limit`` rows of ``x`` (N, D), drawn without replacement with ``seed``."""
+    if x.shape[0] <= limit:
+        return x
+    gen = torch.Generator().manual_seed(seed)
+    keep = torch.randperm(x.shape[0], generator=gen)[:limit].to(x.device)
+    return x[keep]
+
+
+@torch.no_grad()
+def diagnose(
+    *,
+    codebook: torch.Tensor | None,
+    embeddings: torch.Tensor | None = None,
+    indices: torch.Tensor | None = None,
+    labels: torch.Tensor | None = None,
+    reconstructions: torch.Tensor | None = None,
+    inputs: torch.Tensor | None = None,
+    means: torch.Tensor | None = None,
+    mode_radius: float | None = None,
+    embedding_sample: int = EMBEDDING_SAMPLE,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Collapse and usage metrics as plain Python numbers (JSON-serialisable).
+
+    codebook: (K, D), or None before a codebook exists (deferred quantization's first phase):
+    then only the metrics of embeddings and reconstructions are computed, and ``indices`` must
+    be None. embeddings: (N, D) encoder outputs ``z_e``, flattened over positions.
+    indices: (N,) code of each position. labels: (N,) class or true mode of each position.
+    reconstructions, inputs: same shape, any layout, for ``recon_mse``; for the mode metrics
+    reconstructions are (N, d) and means (M, d) are the true mode centres (labels index them).
+    mode_radius: distance within which a reconstruction counts as landing on a mode.
+    embedding_sample, seed: subsample for ``embedding_mean_l2``.
+    Integer-valued metrics come back as ``int``, the rest as ``float``.
+    """
+    if codebook is None:
+        if indices is not None:
+            raise ValueError("diagnose got indices without a codebook")
+        return _diagnose_embeddings(
+            embeddings, labels, reconstructions, inputs, means, mode_radius, embedding_sample, seed
+        )
+    _check_matrix(codebook, "codebook", min_rows=2)
+    _check_1d(indices, "indices")
+    _check_1d(labels, "labels")
+    if embeddings is not None:
+        _check_matrix(embeddings, "embeddings", min_rows=2)
+        if embeddings.shape[1] != codebook.shape[1]:
+            raise ValueError(
+                f"embeddings have D={embeddings.shape[1]} but the codebook has "
+                f"D={codebook.shape[1]}"
+            )
+    _check_lengths(embeddings=embeddings, indices=indices, labels=labels)
+    if embedding_sample < 2:
+        raise ValueError(f"embedding_sample must be >= 2; got {embedding_sample}")
+    _check_partners(
+        embeddings=embeddings,
+        indices=indices,
+        labels=labels,
+        reconstructions=reconstructions,
+        inputs=inputs,
+        means=means,
+        mode_radius=mode_radius,
+    )
+
+    codebook = codebook.detach()
+    k = codebook.shape[0]
+    out: dict[str, float] = {
+        "codebook_size": k,
+        "codebook_mean_l2": mean_pairwise_l2(codebook),
+        "codebook_mean_cos_dist": mean_pairwise_cos_dist(codebook),
+        "effective_dim": effective_dim(codebook),
+    }
+    if indices is not None:
+        counts = code_counts(indices, k)
+        out["perplexity"] = perplexity(counts)
+        out["usage"] = usage(counts)
+        out["dead_codes"] = dead_codes(counts)
+    if embeddings is not None:
+        z_e = embeddings.detach()
+        out["embedding_mean_l2"] = mean_pairwise_l2(_sample_rows(z_e, embedding_sample, seed))
+        out["coverage_ratio"] = out["codebook_mean_l2"] / out["embedding_mean_l2"]
+        out["mean_nearest_distance"] = mean_nearest_distance(z_e, codebook)
+        if indices is not None:
+            z_q = codebook[indices.to(codebook.device)].to(z_e.device)  # (N, D)
+            diff = z_e.to(torch.float64) - z_q.to(torch.float64)
+            out["quant_mse"] = (diff * diff).sum(dim=1).mean().item()
+    if reconstructions is not None and inputs is not None:
+        out["recon_mse"] = _recon_mse(reconstructions, inputs)
+    if labels is not None and indices is not None:
+        out.update(mode_stats(indices, labels, k))
+    if labels is not None and embeddings is not None:
+        out["class_separation"] = class_separation(embeddings, labels)
+        out["probe_accuracy"] = probe_accuracy(embeddings, labels, seed=seed)
+        out["embedding_effective_rank"] = effective_rank(embeddings)
+    if reconstructions is not None and means is not None and mode_radius is not None:
+        out["modes_in_recon"] = modes_in_recon(reconstructions, means, mode_radius)
+    if reconstructions is not None and means is not None and labels is not None:
+        out["recon_mode_accuracy"] = recon_mode_accuracy(reconstructions, labels, means)
+    return out
+
+
+def _diagnose_embeddings(
+    embeddings, labels, reconstructions, inputs, means, mode_radius, embedding_sample, seed
+) -> dict[str, float]:
+    """The codebook-free part of :func:`diagnose` (same keys, same definitions)."""
+    _check_1d(labels, "labels")
+    _check_partners(embeddings=embeddings, labels=labels, reconstructions=reconstructions,
+                    inputs=inputs, means=means, mode_radius=mode_radius)
+    out: dict[str, float] = {}
+    if embeddings is not None:
+        _check_matrix(embeddings, "embeddings", min_rows=2)
+        _check_lengths(embeddings=embeddings, labels=labels)
+        z_e = embeddings.detach()
+        out["embedding_mean_l2"] = mean_pairwise_l2(_sample_rows(z_e, embedding_sample, seed))
+        if labels is not None:
+            out["class_separation"] = class_separation(z_e, labels)
+            out["probe_accuracy"] = probe_accuracy(z_e, labels, seed=seed)
+            out["embedding_effective_rank"] = effective_rank(z_e)
+    if reconstructions is not None and inputs is not None:
+        out["recon_mse"] = _recon_mse(reconstructions, inputs)
+    if reconstructions is not None and means is not None and mode_radius is not None:
+        out["modes_in_recon"] = modes_in_recon(reconstructions, means, mode_radius)
+    if reconstructions is not None and means is not None and labels is not None:
+        out["recon_mode_accuracy"] = recon_mode_accuracy(reconstructions, labels, means)
+    return out
+
+
+def _check_partners(**given: object) -> None:
+    """Raise for an argument that no metric would use with the other arguments given."""
+    has = {name for name, value in given.items() if value is not None}
+    uses = {
+        "embeddings": [set()],
+        "indices": [set()],
+        "labels": [{"indices"}, {"embeddings"}, {"reconstructions", "means"}],
+        "reconstructions": [{"inputs"}, {"means", "mode_radius"}, {"means", "labels"}],
+        "inputs": [{"reconstructions"}],
+        "means": [{"reconstructions", "mode_radius"}, {"reconstructions", "labels"}],
+        "mode_radius": [{"reconstructions", "means"}],
+    }
+    for name in sorted(has):
+        if not any(partners <= has for partners in uses[name]):
+            options = " or ".join("+".join(sorted(p)) for p in uses[name])
+            raise ValueError(f"diagnose got {name} without what it needs: give {options}")
+
+
+def _recon_mse(reconstructions: torch.Tensor, inputs: torch.Tensor) -> float:
+    """Mean over all elements of the squared error, in float64."""
+    for name, t in (("reconstructions", reconstructions), ("inputs", inputs)):
+        if not isinstance(t, torch.Tensor) or not t.is_floating_point():
+            raise TypeError(f"{name} must be a floating-point tensor")
+    if reconstructions.shape != inputs.shape:
+        raise ValueError(
+            f"reconstructions {tuple(reconstructions.shape)} and inputs {tuple(inputs.shape)} "
+            "must have the same shape"
+        )
+    if inputs.numel() == 0:
+        raise ValueError("recon_mse needs at least one element; got empty inputs")
+    diff = reconstructions.detach().to(torch.float64) - inputs.detach().to(torch.float64)
+    return (diff * diff).mean().item()
