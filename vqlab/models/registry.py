@@ -1,0 +1,61 @@
+"""Build the autoencoder named by ``model.kind`` (a small name -> factory dict)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from torch import nn
+
+from vqlab.config import ModelConfig, VQConfig
+from vqlab.models.autoencoder import VQAutoencoder
+from vqlab.models.conv import ConvDecoder, ConvEncoder, check_image_shape
+from vqlab.models.mlp import MLPDecoder, MLPEncoder
+from vqlab.quantizers.vq import VectorQuantizer
+
+
+def _mlp(cfg: ModelConfig, input_shape: tuple[int, ...]) -> tuple[nn.Module, nn.Module, int]:
+    if len(input_shape) != 1:
+        raise ValueError(f"model.kind=mlp needs vector data (B, d); got samples of {input_shape}")
+    d = input_shape[0]
+    enc = MLPEncoder(d, cfg.hidden, cfg.depth, cfg.latent_dim)
+    dec = MLPDecoder(cfg.latent_dim, cfg.hidden, cfg.depth, d)
+    return enc, dec, -1
+
+
+def _conv(cfg: ModelConfig, input_shape: tuple[int, ...]) -> tuple[nn.Module, nn.Module, int]:
+    mult = cfg.channel_multipliers()
+    check_image_shape(input_shape, cfg.downsample)
+    c = input_shape[0]
+    enc = ConvEncoder(
+        c, cfg.width, mult, cfg.latent_dim, res_blocks=cfg.res_blocks, attention=cfg.attention
+    )
+    dec = ConvDecoder(
+        cfg.latent_dim, cfg.width, mult, c, res_blocks=cfg.res_blocks, attention=cfg.attention
+    )
+    return enc, dec, 1  # z_e is (B, D, h, w): D on axis 1
+
+
+BUILDERS: dict[str, Callable[[ModelConfig, tuple[int, ...]], tuple[nn.Module, nn.Module, int]]] = {
+    "mlp": _mlp,
+    "conv": _conv,
+}
+
+
+def build_model(model: ModelConfig, vq: VQConfig, input_shape: tuple[int, ...]) -> VQAutoencoder:
+    """Autoencoder for samples of ``input_shape`` (without the batch axis)."""
+    if model.kind not in BUILDERS:
+        raise ValueError(
+            f"model.kind={model.kind!r} is not available; choose one of {list(BUILDERS)}"
+        )
+    encoder, decoder, channel_dim = BUILDERS[model.kind](model, input_shape)
+    quantizer = VectorQuantizer(
+        model.latent_dim,
+        vq.codebook_size,
+        update=vq.update,
+        beta=vq.beta,
+        decay=vq.decay,
+        eps=vq.eps,
+        dead_code_threshold=vq.dead_code_threshold,
+        channel_dim=channel_dim,
+    )
+    return VQAutoencoder(encoder, quantizer, decoder)
