@@ -1,0 +1,3 @@
+from vqlab.cli import run
+
+run()

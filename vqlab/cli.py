@@ -1,0 +1,191 @@
+"""The ``vqlab`` command line: thin commands that build a config and call one library function.
+
+Bad input (unknown key, bad value, missing data, a non-empty --out) ends with one line on stderr
+and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from vqlab.config import ConfigError, load_config
+from vqlab.data.errors import DataError
+from vqlab.training.logging import RunFolderError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    help="Train vector-quantized tokenizers that do not collapse, and show whether they did.",
+)
+
+USER_ERRORS = (ConfigError, DataError, RunFolderError, FileNotFoundError, NotADirectoryError)
+REPLICATIONS = ("synthetic",)
+
+
+class UsageError(ValueError):
+    """A bad command-line argument (exit code 2)."""
+
+
+def _command() -> str:
+    return "vqlab " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+
+
+OutOpt = Annotated[Path, typer.Option("--out", help="Output folder (the run folder itself).")]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="KEY=VALUE config override; repeat once per key."),
+]
+QuietOpt = Annotated[bool, typer.Option("--quiet", help="No progress bars.")]
+JobsOpt = Annotated[
+    int, typer.Option("--jobs", help="Runs at once, each in its own process; 0 = one per CPU core.")
+]
+
+
+def _jobs(jobs: int) -> int:
+    if jobs < 0:
+        raise UsageError(f"--jobs must be >= 0; got {jobs}")
+    return jobs or max(1, min(os.cpu_count() or 1, 8))
+
+
+@app.command()
+def train(
+    out: OutOpt,
+    config: Annotated[Path | None, typer.Option(help="YAML config file.")] = None,
+    set_: SetOpt = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace a non-empty --out folder.")] = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Train one run; writes config.yaml, metrics.jsonl, summary.json, checkpoint/ under --out."""
+    from vqlab.training.loop import train as train_run
+
+    cfg = load_config(config, set_ or [])
+    summary = train_run(cfg, out, overwrite=overwrite, progress=not quiet, command=_command())
+    keys = ("strategy", "codebook_size", "perplexity", "usage", "recon_mse", "seconds")
+    typer.echo(json.dumps({k: summary.get(k) for k in keys}))
+
+
+@app.command()
+def sweep(
+    out: OutOpt,
+    grid: Annotated[list[str], typer.Option(help="KEY=v1,v2,...; repeat per key.")],
+    config: Annotated[Path | None, typer.Option(help="YAML base config.")] = None,
+    set_: SetOpt = None,
+    jobs: JobsOpt = 1,
+    quiet: QuietOpt = False,
+) -> None:
+    """Run every combination of --grid; skips finished runs, records failures (results.csv)."""
+    from vqlab.config import read_config_file
+    from vqlab.experiments.plots import plot_vs_codebook_size
+    from vqlab.experiments.report import markdown_table, provenance
+    from vqlab.experiments.sweep import expand, parse_grid, run_sweep
+
+    load_config(config, set_ or [])  # validate the base before expanding
+    base = read_config_file(config) if config else {}
+    try:
+        parsed = parse_grid(grid)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    runs = expand(base, set_ or [], parsed)
+    t0 = time.perf_counter()
+    rows = run_sweep(runs, out, jobs=_jobs(jobs), progress=not quiet, command=_command())
+    out.mkdir(parents=True, exist_ok=True)
+    figure = ""
+    if any("codebook_size" in r for r in rows):
+        (out / "plots").mkdir(exist_ok=True)
+        plot_vs_codebook_size(
+            rows, ["perplexity", "usage", "recon_mse"], out / "plots" / "vs_codebook_size.png"
+        )
+        figure = "\n![metrics against codebook size](plots/vs_codebook_size.png)\n"
+    cols = [
+        "run",
+        "status",
+        *parsed,
+        "perplexity",
+        "usage",
+        "codebook_mean_l2",
+        "coverage_ratio",
+        "recon_mse",
+        "error",
+    ]
+    (out / "report.md").write_text(
+        f"# Sweep\n\n{markdown_table(rows, cols)}\n{figure}\n## How this was made\n\n"
+        f"{provenance(_command(), time.perf_counter() - t0)}\n"
+    )
+    failed = sum(r.get("status") == "failed" for r in rows)
+    typer.echo(f"{len(rows)} runs ({failed} failed); results in {out / 'results.csv'}")
+
+
+@app.command()
+def replicate(
+    name: Annotated[str, typer.Argument(help="Experiment: synthetic.")],
+    out: OutOpt,
+    data: Annotated[Path | None, typer.Option(help="Dataset path (image experiments).")] = None,
+    preset: Annotated[str, typer.Option(help="cpu or gpu sizing.")] = "cpu",
+    jobs: JobsOpt = 0,
+    quiet: QuietOpt = False,
+) -> None:
+    """Reproduce a paper experiment into --out (report.md, results.csv, plots/)."""
+    from vqlab.experiments.replications import PRESETS, replicate_synthetic
+
+    if name not in REPLICATIONS:
+        raise UsageError(f"unknown experiment {name!r}; choose one of {list(REPLICATIONS)}")
+    if preset not in PRESETS:
+        raise UsageError(f"unknown preset {preset!r}; choose one of {list(PRESETS)}")
+    replicate_synthetic(
+        out, preset=preset, jobs=_jobs(jobs), progress=not quiet, command=_command()
+    )
+    typer.echo(f"report: {out / 'report.md'}")
+
+
+@app.command()
+def diagnose(
+    run: Annotated[Path, typer.Argument(help="A run folder or its checkpoint/ folder.")],
+    out: OutOpt,
+    data: Annotated[Path | None, typer.Option(help="Evaluate on this dataset path.")] = None,
+) -> None:
+    """Diagnostics of a trained model: diagnostics.json, plots/tokens.png and report.md."""
+    from vqlab.experiments.diagnose import diagnose_run
+
+    metrics = diagnose_run(run, out, data_path=data, command=_command())
+    typer.echo(json.dumps(metrics))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: runs the app and turns bad input into one line on stderr and exit code 2."""
+    try:
+        code = app(args=argv, standalone_mode=False)
+    except (*USER_ERRORS, UsageError) as err:
+        return _error(str(err))
+    except Exception as err:
+        # the parser's own errors (missing option, no such command). Typer vendors its click
+        # in recent releases, so they are recognised by shape rather than by class.
+        if hasattr(err, "format_message") and hasattr(err, "exit_code"):
+            if type(err).__name__ == "NoArgsIsHelpError":
+                typer.echo(err.format_message(), err=True)
+                return 2
+            return _error(err.format_message())
+        if type(err).__name__ == "Abort":
+            typer.echo("vqlab: aborted", err=True)
+            return 130
+        raise
+    return code if isinstance(code, int) else 0
+
+
+def _error(message: str) -> int:
+    """One line on stderr, exit code 2."""
+    typer.echo("vqlab: error: " + " ".join(message.split()), err=True)
+    return 2
+
+
+def run() -> None:
+    sys.exit(main())

@@ -1,0 +1,48 @@
+"""``vqlab diagnose``: diagnostics of a trained model, from its checkpoint."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vqlab.data.dataset import load_dataset
+from vqlab.experiments.plots import plot_tokens
+from vqlab.experiments.report import markdown_table, provenance
+from vqlab.training.checkpoint import load_checkpoint
+from vqlab.training.logging import prepare_out_dir, write_json
+from vqlab.training.loop import SAMPLES_FILE, evaluate, resolve_device
+
+
+def diagnose_run(
+    run: str | Path, out: str | Path, *, data_path: str | Path | None = None, command: str = ""
+) -> dict[str, Any]:
+    """Evaluate a run folder's checkpoint on its test data (or ``data_path``) into ``out``.
+
+    Writes ``diagnostics.json``, ``eval_samples.npz``, ``plots/tokens.png`` and ``report.md``.
+    """
+    t0 = time.perf_counter()
+    model, config, _ = load_checkpoint(run)
+    if data_path is not None:
+        config = dataclasses.replace(
+            config, data=dataclasses.replace(config.data, path=str(data_path))
+        )
+    device = resolve_device(config.device)
+    model.to(device)
+    data = load_dataset(config.data, config.seed)
+    metrics, samples = evaluate(model, data, device, quantize=True)
+    out = prepare_out_dir(out)
+    write_json(out / "diagnostics.json", metrics)
+    np.savez_compressed(out / SAMPLES_FILE, **samples)
+    plot_tokens({config.train.strategy: out / SAMPLES_FILE}, out / "plots" / "tokens.png", f"{run}")
+    rows = [{"metric": k, "value": v} for k, v in metrics.items()]
+    (out / "report.md").write_text(
+        f"# Diagnostics of {run}\n\n{markdown_table(rows, ['metric', 'value'])}\n\n"
+        f"![tokens](plots/tokens.png)\n\n## How this was made\n\n"
+        f"{provenance(command or 'vqlab diagnose', time.perf_counter() - t0)}\n"
+    )
+    return json.loads((out / "diagnostics.json").read_text())

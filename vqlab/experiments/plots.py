@@ -1,0 +1,144 @@
+"""Plots that read result files (results.csv, metrics.jsonl, eval_samples.npz); they never train."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; no screen here or on CI
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from vqlab.training.logging import read_metrics  # noqa: E402
+
+COLORS = {"standard": "tab:red", "deferred": "tab:blue"}
+
+
+def pca_2d(fit: np.ndarray, *others: np.ndarray) -> list[np.ndarray]:
+    """Project ``fit`` and ``others`` (rows of the same width) on fit's first two PCs."""
+    mean = fit.mean(0)
+    if fit.shape[1] <= 2:
+        pad = lambda a: np.pad(a, ((0, 0), (0, 2 - a.shape[1])))  # noqa: E731
+        return [pad(a) for a in (fit, *others)]
+    _, _, vt = np.linalg.svd(fit - mean, full_matrices=False)
+    return [(a - mean) @ vt[:2].T for a in (fit, *others)]
+
+
+def plot_tokens(samples: dict[str, str | Path], out: str | Path, title: str = "") -> Path:
+    """One row per label (strategy): data with reconstructions, and embeddings with tokens.
+
+    samples: label -> path of an ``eval_samples.npz`` (x, recon, z_e, codebook, labels, indices).
+    """
+    fig, axes = plt.subplots(len(samples), 2, figsize=(10, 4.6 * len(samples)), squeeze=False)
+    for row, (label, path) in enumerate(samples.items()):
+        s = np.load(path)
+        colors = s["labels"] if "labels" in s else None
+        ax = axes[row, 0]
+        x2, r2 = pca_2d(s["x"], s["recon"])
+        ax.scatter(x2[:, 0], x2[:, 1], c=colors, cmap="tab10", s=4, alpha=0.35, label="data")
+        ax.scatter(r2[:, 0], r2[:, 1], c="k", s=6, marker=".", label="reconstruction")
+        ax.set_title(f"{label}: data and reconstructions")
+        ax.legend(loc="best", fontsize=8, markerscale=2)
+        ax = axes[row, 1]
+        used = np.zeros(len(s["codebook"]), dtype=bool)
+        if "indices" in s:
+            used[np.unique(s["indices"])] = True
+        z2, c2 = pca_2d(s["z_e"], s["codebook"])
+        ax.scatter(z2[:, 0], z2[:, 1], c=colors, cmap="tab10", s=4, alpha=0.35, label="embeddings")
+        ax.scatter(
+            c2[~used, 0],
+            c2[~used, 1],
+            facecolors="none",
+            edgecolors="0.4",
+            s=16,
+            linewidths=0.6,
+            label=f"dead tokens ({(~used).sum()})",
+        )
+        ax.scatter(
+            c2[used, 0],
+            c2[used, 1],
+            c="k",
+            marker="x",
+            s=18,
+            linewidths=0.8,
+            label=f"used tokens ({used.sum()})",
+        )
+        ax.set_title(f"{label}: embeddings and tokens (PCA of embeddings)")
+        ax.legend(loc="best", fontsize=8, markerscale=1.5)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return Path(out)
+
+
+def plot_vs_codebook_size(
+    rows: list[dict[str, Any]],
+    metrics: list[str],
+    out: str | Path,
+    *,
+    group: str = "",
+    title: str = "",
+) -> Path:
+    """metric against codebook size (log2 axis), one line per strategy (and per ``group`` key)."""
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.6 * len(metrics), 3.8), squeeze=False)
+    series: dict[tuple, list[tuple[float, dict]]] = defaultdict(list)
+    for r in rows:
+        if r.get("status", "ok") == "failed":
+            continue
+        key = (r.get("strategy"), r.get(group) if group else None)
+        series[key].append((float(r["codebook_size"]), r))
+    for ax, metric in zip(axes[0], metrics):
+        for (strategy, g), pts in sorted(series.items(), key=lambda kv: str(kv[0])):
+            pts.sort(key=lambda p: p[0])
+            xs = [p[0] for p in pts]
+            ys = [p[1].get(metric) for p in pts]
+            lab = strategy if g is None else f"{strategy}, {group.split('.')[-1]}={g}"
+            ax.plot(
+                xs,
+                ys,
+                marker="o",
+                color=COLORS.get(strategy),
+                label=lab,
+                linestyle="-" if g is None or g == sorted({k[1] for k in series})[0] else "--",
+            )
+        if metric == "perplexity" and series:
+            ks = sorted({p[0] for pts in series.values() for p in pts})
+            ax.plot(ks, ks, color="0.6", linestyle=":", label="K (maximum)")
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("codebook size K")
+        ax.set_title(metric)
+        ax.grid(alpha=0.3)
+    axes[0, 0].legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return Path(out)
+
+
+def plot_over_training(
+    runs: dict[str, str | Path], metrics: list[str], out: str | Path, title: str = ""
+) -> Path:
+    """Eval metrics from each run's metrics.jsonl against step; one line per run label."""
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.6 * len(metrics), 3.8), squeeze=False)
+    for label, run_dir in runs.items():
+        rows = [r for r in read_metrics(run_dir) if r.get("eval")]
+        strategy = next((s for s in COLORS if s in label), None)
+        for ax, metric in zip(axes[0], metrics):
+            pts = [(r["step"], r[metric]) for r in rows if r.get(metric) is not None]
+            if pts:
+                ax.plot(*zip(*pts), marker=".", label=label, color=COLORS.get(strategy))
+    for ax, metric in zip(axes[0], metrics):
+        ax.set_xlabel("step")
+        ax.set_title(metric)
+        ax.grid(alpha=0.3)
+    axes[0, 0].legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return Path(out)

@@ -1,0 +1,147 @@
+"""Grids of configs -> run folders -> results.csv.
+
+A sweep skips runs that already finished (their ``summary.json`` exists) and records a failed
+run's error in results.csv instead of aborting the rest.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import multiprocessing
+import os
+import re
+import shutil
+import traceback
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from vqlab.config import RunConfig, build_config
+from vqlab.experiments.results import write_results
+
+RUNS_DIR = "runs"
+
+
+def parse_grid(items: list[str]) -> dict[str, list[str]]:
+    """``["vq.codebook_size=16,64", ...]`` -> ``{"vq.codebook_size": ["16", "64"]}``."""
+    grid: dict[str, list[str]] = {}
+    for item in items:
+        if "=" not in item:
+            raise ValueError(f"--grid expects KEY=v1,v2,...; got {item!r}")
+        key, values = item.split("=", 1)
+        vals = [v.strip() for v in values.split(",") if v.strip()]
+        if not vals:
+            raise ValueError(f"--grid {key} has no values")
+        grid[key.strip()] = vals
+    return grid
+
+
+def run_name(assignment: dict[str, str]) -> str:
+    """A folder name for one grid point, e.g. ``train.strategy=deferred__vq.codebook_size=64``."""
+    parts = [f"{k}={v}" for k, v in assignment.items()]
+    return re.sub(r"[^A-Za-z0-9_.=+-]", "_", "__".join(parts)) or "run"
+
+
+def expand(
+    base_values: dict[str, Any], base_overrides: list[str], grid: dict[str, list[str]]
+) -> list[tuple[str, dict[str, str], RunConfig]]:
+    """Every combination of the grid as (name, assignment, validated config).
+
+    All configs are built (and so validated) before any run starts.
+    """
+    keys = list(grid)
+    out = []
+    for combo in itertools.product(*(grid[k] for k in keys)):
+        assignment = dict(zip(keys, combo))
+        overrides = base_overrides + [f"{k}={v}" for k, v in assignment.items()]
+        out.append((run_name(assignment), assignment, build_config(base_values, overrides)))
+    return out
+
+
+def _train_one(config: RunConfig, run_dir: Path, command: str | None, threads: int) -> dict:
+    """Worker body for ``jobs > 1``: one run in its own process with ``threads`` torch threads."""
+    import torch
+
+    from vqlab.training.loop import train
+
+    torch.set_num_threads(threads)
+    return train(config, run_dir, progress=False, command=command)
+
+
+def _record_failure(row: dict[str, Any], run_dir: Path, err: BaseException, trace: str) -> None:
+    row.update(status="failed", error=f"{type(err).__name__}: {err}")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "error.txt").write_text(trace)
+
+
+def run_sweep(
+    runs: list[tuple[str, dict[str, str], RunConfig]],
+    out: str | Path,
+    *,
+    jobs: int = 1,
+    train_fn: Callable[..., dict[str, Any]] | None = None,
+    progress: bool = True,
+    command: str | None = None,
+) -> list[dict[str, Any]]:
+    """Train every run into ``out/runs/<name>``; write ``out/results.csv``; return its rows.
+
+    jobs: runs trained at once, each in its own process (spawned, so CUDA works in them) with
+    ``max(1, cpu_count // jobs)`` torch threads. Small models waste most of a device one at a
+    time, and on the CPU one thread per tiny run beats several fighting over each op.
+    """
+    if jobs < 1:
+        raise ValueError(f"jobs must be >= 1; got {jobs}")
+    out = Path(out)
+    (out / RUNS_DIR).mkdir(parents=True, exist_ok=True)
+    rows: list[dict[str, Any]] = [{"run": name, **assignment} for name, assignment, _ in runs]
+    todo = []
+    for row, (name, _, config) in zip(rows, runs):
+        run_dir = out / RUNS_DIR / name
+        summary_file = run_dir / "summary.json"
+        if summary_file.is_file():
+            row.update(status="skipped (finished)", **json.loads(summary_file.read_text()))
+            continue
+        if run_dir.exists():  # an unfinished earlier attempt: start it again
+            shutil.rmtree(run_dir)
+        todo.append((row, run_dir, config))
+    bar = tqdm(total=len(runs), initial=len(runs) - len(todo), desc="sweep", disable=not progress)
+    if jobs == 1 or len(todo) <= 1:
+        if train_fn is None:
+            from vqlab.training.loop import train as train_fn
+        for row, run_dir, config in todo:
+            try:
+                row.update(
+                    status="ok", **train_fn(config, run_dir, progress=False, command=command)
+                )
+            except Exception as err:  # record and go on: one bad run must not sink the sweep
+                _record_failure(row, run_dir, err, traceback.format_exc())
+            bar.update()
+            write_results(out / "results.csv", rows)  # after each run: a crash loses nothing
+    else:
+        threads = max(1, (os.cpu_count() or 1) // jobs)
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
+            futures = {
+                pool.submit(_train_one, config, run_dir, command, threads): (row, run_dir)
+                for row, run_dir, config in todo
+            }
+            for future in as_completed(futures):
+                row, run_dir = futures[future]
+                try:
+                    row.update(status="ok", **future.result())
+                except Exception as err:
+                    _record_failure(
+                        row,
+                        run_dir,
+                        err,
+                        "".join(traceback.format_exception(type(err), err, err.__traceback__)),
+                    )
+                bar.update()
+                write_results(out / "results.csv", rows)
+    bar.close()
+    write_results(out / "results.csv", rows)
+    return rows
