@@ -1,0 +1,249 @@
+"""Time vqlab k-means against scikit-learn and faiss, from the same initial centroids.
+
+    python benchmarks/bench_kmeans.py --device cpu --n 100000 --dim 64 --k 1024 --iters 20
+    python benchmarks/bench_kmeans.py --device cuda   # defaults: 1M x 64 -> 16,384 centroids
+
+Every Lloyd run starts from one shared k-means++ init (made by vqlab), so the timings compare
+Lloyd iterations alone and the inertias differ only by arithmetic and empty-cluster policy.
+Seeding is timed on its own: exact k-means++ against k-means|| (``init="kmeans||"``), with the
+final inertia each reaches after Lloyd. Every inertia is measured the same way, by
+``nearest_code`` against the returned centroids. scikit-learn and faiss (optional dependency,
+``pip install faiss-cpu``) run on the CPU; they are skipped on CUDA unless ``--baselines``.
+
+Writes ``benchmarks/results/kmeans_<device>_torch<version>.json`` and ``.csv``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import platform
+import re
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vqlab.quantizers.distance import nearest_code
+from vqlab.quantizers.kmeans import kmeans, kmeans_parallel, kmeans_plusplus
+
+SIZES = {"cpu": (100_000, 64, 1024), "cuda": (1_000_000, 64, 16_384)}
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--n", type=int, help="points (default: by device, see SIZES)")
+    p.add_argument("--dim", type=int, help="dimension (default: by device)")
+    p.add_argument("--k", type=int, help="centroids (default: by device)")
+    p.add_argument("--iters", type=int, default=20)
+    p.add_argument("--repeats", type=int, default=3, help="timed runs; the median is reported")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--baselines", action="store_true", help="run sklearn/faiss even on CUDA")
+    p.add_argument("--out-dir", type=Path, default=Path(__file__).parent / "results")
+    return p.parse_args()
+
+
+def make_data(n: int, dim: int, k: int, seed: int, device: torch.device) -> torch.Tensor:
+    """(n, dim) float32 Gaussian mixture with k modes: clustered like encoder outputs."""
+    g = torch.Generator().manual_seed(seed)
+    means = 4.0 * torch.randn(k, dim, generator=g)
+    x = means[torch.randint(k, (n,), generator=g)] + torch.randn(n, dim, generator=g)
+    return x.to(device)
+
+
+def timed(fn: Callable[[], object], device: torch.device, repeats: int) -> tuple[object, list]:
+    """Run ``fn`` once to warm up, then ``repeats`` times; returns the last output and times."""
+    out = fn()
+    times = []
+    for _ in range(repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        out = fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+    return out, times
+
+
+def inertia_of(x: torch.Tensor, centroids: torch.Tensor) -> float:
+    c = torch.as_tensor(centroids, dtype=torch.float32, device=x.device)
+    return nearest_code(x, c).distances.double().sum().item()
+
+
+def row(method: str, stage: str, times: list, inertia: float, **extra) -> dict:
+    return {
+        "method": method,
+        "stage": stage,
+        "seconds": statistics.median(times),
+        "seconds_all": [round(t, 4) for t in times],
+        "inertia": inertia,
+        **extra,
+    }
+
+
+def bench_seeding(x: torch.Tensor, args: argparse.Namespace, dev: torch.device) -> list[dict]:
+    """Time k-means++ against k-means|| seeding; score each init before and after Lloyd."""
+    rows = []
+    for name, seed_fn in [("kmeans++", kmeans_plusplus), ("kmeans||", kmeans_parallel)]:
+        init, t = timed(lambda f=seed_fn: f(x, args.k, args.seed), dev, args.repeats)
+        final = kmeans(x, args.k, args.iters, init=init).inertia[-1]
+        rows.append(row("vqlab", f"init {name}", t, inertia_of(x, init), inertia_after_lloyd=final))
+    return rows
+
+
+def bench_lloyd(
+    x: torch.Tensor,
+    init: torch.Tensor,
+    args: argparse.Namespace,
+    dev: torch.device,
+    baselines: bool,
+) -> list[dict]:
+    """Lloyd iterations from one shared init: vqlab, then scikit-learn and faiss on the CPU."""
+    iters, rows = args.iters, []
+    res, t = timed(lambda: kmeans(x, args.k, iters, init=init), dev, args.repeats)
+    rows.append(
+        row("vqlab", "lloyd", t, inertia_of(x, res.centroids), iters_run=iters, device=dev.type)
+    )
+    if not baselines:
+        return rows
+    x_np, init_np = x.cpu().numpy(), init.cpu().numpy()
+    try:
+        from sklearn.cluster import KMeans
+
+        def sk():
+            km = KMeans(args.k, init=init_np, n_init=1, max_iter=iters, tol=0, algorithm="lloyd")
+            return km.fit(x_np)
+
+        km, t = timed(sk, torch.device("cpu"), args.repeats)
+        rows.append(
+            row("sklearn", "lloyd", t, inertia_of(x, km.cluster_centers_), iters_run=km.n_iter_)
+        )
+    except ImportError:
+        print("scikit-learn not installed")
+    try:
+        import faiss
+    except ImportError:
+        print("faiss not installed")
+        return rows
+
+    def fa():
+        # max_points_per_centroid: keep every point (faiss subsamples to 256 * k by default)
+        km = faiss.Kmeans(x_np.shape[1], args.k, niter=iters, seed=args.seed, verbose=False)
+        km.cp.max_points_per_centroid = x_np.shape[0]
+        if hasattr(km.cp, "early_stop_threshold"):  # newer faiss stops once inertia stalls
+            km.cp.early_stop_threshold = -1.0
+        km.train(x_np, init_centroids=init_np)
+        return km
+
+    km, t = timed(fa, torch.device("cpu"), args.repeats)
+    rows.append(row("faiss", "lloyd", t, inertia_of(x, km.centroids), iters_run=len(km.obj)))
+    return rows
+
+
+def add_ratios(rows: list[dict]) -> None:
+    """Per-iteration time of vqlab over each baseline's, and inertia difference in %.
+
+    Per iteration, because scikit-learn stops early once no label changes (even with tol=0),
+    while vqlab and faiss (early stop switched off) run every iteration.
+    """
+    lloyd = {r["method"]: r for r in rows if r["stage"] == "lloyd"}
+    for r in lloyd.values():
+        r["seconds_per_iter"] = r["seconds"] / r["iters_run"]
+    ours = lloyd["vqlab"]
+    for name in ("sklearn", "faiss"):
+        if name in lloyd:
+            ratio = ours["seconds_per_iter"] / lloyd[name]["seconds_per_iter"]
+            ours[f"time_per_iter_ratio_vs_{name}"] = ratio
+            diff = ours["inertia"] / lloyd[name]["inertia"] - 1.0
+            ours[f"inertia_diff_pct_vs_{name}"] = 100.0 * diff
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.machine()
+
+
+def environment(dev: torch.device, x: torch.Tensor, args: argparse.Namespace) -> dict:
+    env = {
+        "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else cpu_name(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "n": x.shape[0],
+        "dim": x.shape[1],
+        "k": args.k,
+        "iters": args.iters,
+        "repeats": args.repeats,
+        "seed": args.seed,
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
+    for mod in ("sklearn", "faiss"):
+        try:
+            env[mod] = __import__(mod).__version__
+        except ImportError:
+            env[mod] = None
+    return env
+
+
+def write(rows: list[dict], env: dict, dev: torch.device, out_dir: Path) -> str:
+    """Write JSON and CSV named by device and torch version; returns the shared path stem."""
+
+    def slug(s: str) -> str:
+        return re.sub(r"[^a-z0-9.]+", "-", s.lower()).strip("-")
+
+    name = "cpu" if dev.type == "cpu" else env["device"]
+    # a plain string stem: Path.with_suffix would cut "torch2.13.0" at its last dot
+    stem = str(out_dir / f"kmeans_{slug(name)}_torch{slug(env['torch'])}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    Path(stem + ".json").write_text(json.dumps({"env": env, "rows": rows}, indent=2) + "\n")
+    keys = sorted({key for r in rows for key in r}, key=lambda s: (s not in rows[0], s))
+    with open(stem + ".csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=keys)
+        w.writeheader()
+        w.writerows({**r, "seconds_all": " ".join(map(str, r["seconds_all"]))} for r in rows)
+    return stem
+
+
+def print_table(rows: list[dict]) -> None:
+    print(f"{'method':<9}{'stage':<15}{'seconds':>10}{'inertia':>16}  notes")
+    for r in rows:
+        notes = ", ".join(
+            f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+            for k, v in r.items()
+            if k not in ("method", "stage", "seconds", "seconds_all", "inertia")
+        )
+        print(
+            f"{r['method']:<9}{r['stage']:<15}{r['seconds']:>10.3f}{r['inertia']:>16.6g}  {notes}"
+        )
+
+
+def main() -> None:
+    args = parse_args()
+    name = args.device if args.device != "auto" else "cuda" if torch.cuda.is_available() else "cpu"
+    dev = torch.device(name)
+    n, dim, k = SIZES[dev.type]
+    args.n, args.dim, args.k = args.n or n, args.dim or dim, args.k or k
+    x = make_data(args.n, args.dim, args.k, args.seed, dev)
+    env = environment(dev, x, args)
+    print(json.dumps(env))
+    rows = bench_seeding(x, args, dev)
+    init = kmeans_plusplus(x, args.k, args.seed)
+    rows += bench_lloyd(x, init, args, dev, baselines=dev.type == "cpu" or args.baselines)
+    add_ratios(rows)
+    print_table(rows)
+    print(f"wrote {write(rows, env, dev, args.out_dir)}.json/.csv")
+
+
+if __name__ == "__main__":
+    main()
