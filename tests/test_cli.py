@@ -106,6 +106,8 @@ def test_sweep_skips_finished_and_records_failures(tmp_path, capsys):
         "--out",
         str(out),
         "--quiet",
+        "--jobs",
+        "2",
     ]
     code, stdout, err = run_cli(capsys, *argv)
     assert code == 0, err

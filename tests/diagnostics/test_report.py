@@ -165,12 +165,23 @@ def test_diagnose_without_codebook_gives_embedding_metrics_only():
     emb = torch.randn(40, 3)
     labels = torch.arange(4).repeat_interleave(10)
     recon, inputs = torch.zeros(40, 2), torch.ones(40, 2)
-    out = diagnose(codebook=None, embeddings=emb, labels=labels, reconstructions=recon,
-                   inputs=inputs)
-    full = diagnose(codebook=torch.randn(5, 3), embeddings=emb, labels=labels,
-                    reconstructions=recon, inputs=inputs)
-    assert set(out) == {"embedding_mean_l2", "class_separation", "probe_accuracy",
-                        "embedding_effective_rank", "recon_mse"}
+    out = diagnose(
+        codebook=None, embeddings=emb, labels=labels, reconstructions=recon, inputs=inputs
+    )
+    full = diagnose(
+        codebook=torch.randn(5, 3),
+        embeddings=emb,
+        labels=labels,
+        reconstructions=recon,
+        inputs=inputs,
+    )
+    assert set(out) == {
+        "embedding_mean_l2",
+        "class_separation",
+        "probe_accuracy",
+        "embedding_effective_rank",
+        "recon_mse",
+    }
     for key in out:
         assert out[key] == full[key]
     with pytest.raises(ValueError, match="indices without a codebook"):
