@@ -51,14 +51,35 @@ def load_dataset(cfg: DataConfig, seed: int) -> Dataset:
         radius = 2.0 * cfg.std * cfg.dim**0.5
         return Dataset(train.x, train.labels, test.x, test.labels, train.means, radius)
     if cfg.name in ("cifar10", "image_folder", "idx"):
-        from vqlab.data.images import load_images, to_tensor
-
-        def split(name: str):
-            ds = load_images(cfg.name, cfg.path, split=name, image_size=cfg.image_size)
-            labels = None if ds.labels is None else torch.as_tensor(ds.labels, dtype=torch.long)
-            return to_tensor(ds.images), labels
-
-        train_x, train_y = split("train")
-        test_x, test_y = split("test")
-        return Dataset(train_x, train_y, test_x, test_y)
+        return _load_images(cfg, seed)
     raise ValueError(f"data.name={cfg.name!r} is not available")
+
+
+HELD_OUT_FRACTION = 0.1
+
+
+def _load_images(cfg: DataConfig, seed: int) -> Dataset:
+    """Train/test splits as the dataset defines them; an image folder without split folders
+    gives a seeded 10% of its images as the test set (and trains on the other 90%)."""
+    from vqlab.data.errors import NoSplitError
+    from vqlab.data.images import load_images, to_tensor
+
+    def split(name: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+        ds = load_images(cfg.name, cfg.path, split=name, image_size=cfg.image_size)
+        labels = None if ds.labels is None else torch.as_tensor(ds.labels, dtype=torch.long)
+        return to_tensor(ds.images), labels
+
+    train_x, train_y = split("train")
+    try:
+        test_x, test_y = split("test")
+    except NoSplitError:
+        gen = torch.Generator().manual_seed(seed)
+        order = torch.randperm(train_x.shape[0], generator=gen)
+        n_test = max(1, int(round(HELD_OUT_FRACTION * train_x.shape[0])))
+        test_rows, train_rows = order[:n_test], order[n_test:]
+        test_x, train_x = train_x[test_rows], train_x[train_rows]
+        if train_y is not None:
+            test_y, train_y = train_y[test_rows], train_y[train_rows]
+        else:
+            test_y = None
+    return Dataset(train_x, train_y, test_x, test_y)

@@ -14,6 +14,10 @@ class DataError(ValueError):
     """
 
 
+class NoSplitError(DataError):
+    """The dataset has no folder for the asked split (an image folder that is all 'train')."""
+
+
 def describe(exc: BaseException) -> str:
     """``"TypeName: first line of the message"``, to quote a caught error in a one-line message."""
     lines = str(exc).strip().splitlines()

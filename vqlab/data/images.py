@@ -50,7 +50,7 @@ from PIL import Image, ImageOps
 from tqdm import tqdm
 
 from vqlab.data import cache, cifar, idx
-from vqlab.data.errors import DataError, describe
+from vqlab.data.errors import DataError, NoSplitError, describe
 
 __all__ = ["DataError", "ImageDataset", "load_images", "to_tensor", "NAMES", "IMAGE_EXTENSIONS"]
 
@@ -298,7 +298,7 @@ def _select(
         found = sorted(tops & _SPLIT_FOLDERS)
         raise DataError(f"{source}: has split folders {found} but none named {split!r}")
     elif split != "train" and rels:
-        raise DataError(
+        raise NoSplitError(
             f"{source}: no {split!r} folder; a folder without split folders is all split 'train'"
         )
     else:

@@ -13,7 +13,13 @@ from tqdm.auto import tqdm
 
 from vqlab.config import RunConfig
 from vqlab.data.dataset import Dataset, load_dataset
-from vqlab.diagnostics import diagnose
+from vqlab.diagnostics import (
+    class_separation,
+    diagnose,
+    effective_rank,
+    mode_stats,
+    probe_accuracy,
+)
 from vqlab.models.autoencoder import VQAutoencoder
 from vqlab.models.registry import build_model
 from vqlab.training.checkpoint import save_checkpoint
@@ -84,20 +90,24 @@ def evaluate(
     z_e, recon = torch.cat(z_all), torch.cat(recon_all)
     x = data.test_x.to(device)
     per_position = z_e.shape[0] // x.shape[0]
-    labels = data.test_labels
-    if labels is not None:
-        labels = labels.to(device).repeat_interleave(per_position)  # one label per position
+    indices = torch.cat(idx_all) if idx_all else None
+    codebook = q.codebook.detach() if quantize else None
+    labels = None if data.test_labels is None else data.test_labels.to(device)
+    per_image = per_position > 1  # images: many positions (tokens) per labelled sample
     metrics = diagnose(
-        codebook=q.codebook.detach() if quantize else None,
+        codebook=codebook,
         embeddings=z_e,
-        indices=torch.cat(idx_all) if idx_all else None,
-        labels=labels,
+        indices=indices,
+        labels=None if per_image else labels,
         reconstructions=recon.reshape(recon.shape[0], -1),
         inputs=x.reshape(x.shape[0], -1),
         means=None if data.means is None else data.means.to(device),
         mode_radius=data.mode_radius,
     )
-    n = min(SAMPLES_MAX, x.shape[0])
+    if labels is not None:
+        metrics.update(_label_metrics(z_e, indices, codebook, labels, per_position))
+    # images keep a small sample: 256 images of 32x32 are already 3 MB of pixels
+    n = min(SAMPLES_MAX if not per_image else 256, x.shape[0])
     samples = {
         "x": x[:n].reshape(n, -1).cpu().numpy(),
         "z_e": z_e[: n * per_position].cpu().numpy(),
@@ -111,6 +121,33 @@ def evaluate(
     if idx_all:
         samples["indices"] = torch.cat(idx_all)[: n * per_position].cpu().numpy()
     return metrics, samples
+
+
+def _label_metrics(
+    z_e: torch.Tensor,
+    indices: torch.Tensor | None,
+    codebook: torch.Tensor | None,
+    labels: torch.Tensor,
+    per_position: int,
+) -> dict[str, float]:
+    """Class metrics of samples: embeddings mean-pooled over each sample's positions (n, D).
+
+    For vector data (one position per sample) pooling changes nothing. ``token_probe_accuracy``
+    is the same linear probe on the quantized vectors, i.e. what the tokens keep of the class.
+    """
+    n = labels.shape[0]
+    pooled = z_e.reshape(n, per_position, -1).mean(1)  # (n, D)
+    out: dict[str, float] = {}
+    if per_position > 1:  # for vectors, diagnose() computed these with the labels already
+        out["class_separation"] = class_separation(pooled, labels)
+        out["probe_accuracy"] = probe_accuracy(pooled, labels)
+        out["embedding_effective_rank"] = effective_rank(pooled)
+        if indices is not None:
+            out.update(mode_stats(indices, labels.repeat_interleave(per_position), len(codebook)))
+    if indices is not None:
+        z_q = codebook[indices].reshape(n, per_position, -1).mean(1)  # (n, D)
+        out["token_probe_accuracy"] = probe_accuracy(z_q, labels)
+    return out
 
 
 def init_codebook(model: VQAutoencoder, data: Dataset, config: RunConfig, device) -> dict:
