@@ -81,3 +81,17 @@ def test_missing_image_path_is_a_data_error(tmp_path):
     cfg = load_config(None, ["data.name=cifar10", f"data.path={tmp_path / 'nope'}"]).data
     with pytest.raises(DataError):
         load_dataset(cfg, seed=0)
+
+
+def test_test_limit_is_a_fixed_class_balanced_subset():
+    base = ["data.peaks=4", "data.test_samples_per_peak=100", "data.test_limit=40"]
+    a = load_dataset(load_config(None, base).data, seed=0)
+    b = load_dataset(load_config(None, base).data, seed=5)
+    assert a.test_x.shape[0] == 40
+    assert len(set(a.test_labels.tolist())) == 4  # not just the first class (the set is sorted)
+    # same rows for every run seed: the subset is drawn with its own fixed seed
+    full = load_dataset(load_config(None, base[:2]).data, seed=0)
+    rows = [(full.test_x == x).all(1).nonzero().item() for x in a.test_x]
+    rows_b = [(load_dataset(load_config(None, base[:2]).data, seed=5).test_x == x).all(1)
+              .nonzero().item() for x in b.test_x]
+    assert rows == rows_b

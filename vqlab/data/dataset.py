@@ -6,12 +6,16 @@ mixture; images in [-1, 1]); ``recon_mse`` is reported on that scale.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
 
 from vqlab.config import DataConfig
 from vqlab.data.synthetic import gaussian_mixture
+
+
+TEST_SUBSET_SEED = 1234
 
 
 @dataclass(frozen=True)
@@ -35,7 +39,22 @@ class Dataset:
 
 
 def load_dataset(cfg: DataConfig, seed: int) -> Dataset:
-    """Build or load the dataset that ``data.*`` names."""
+    """Build or load the dataset that ``data.*`` names.
+
+    ``data.test_limit`` keeps a random subset of the test set, drawn with a fixed seed so every
+    run (whatever its own seed) is scored on the same samples; test sets are often ordered by
+    class, so the first N would be biased.
+    """
+    data = _load(cfg, seed)
+    if cfg.test_limit and cfg.test_limit < data.test_x.shape[0]:
+        gen = torch.Generator().manual_seed(TEST_SUBSET_SEED)
+        keep = torch.randperm(data.test_x.shape[0], generator=gen)[: cfg.test_limit].sort().values
+        labels = None if data.test_labels is None else data.test_labels[keep]
+        data = dataclasses.replace(data, test_x=data.test_x[keep], test_labels=labels)
+    return data
+
+
+def _load(cfg: DataConfig, seed: int) -> Dataset:
     if cfg.name == "gaussian_mixture":
         train, test = gaussian_mixture(
             peaks=cfg.peaks,

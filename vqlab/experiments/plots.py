@@ -84,32 +84,57 @@ def plot_vs_codebook_size(
     title: str = "",
 ) -> Path:
     """metric against codebook size (log2 axis), one line per strategy (and per ``group`` key)."""
+    return plot_against(
+        rows,
+        "codebook_size",
+        metrics,
+        out,
+        group=group,
+        title=title,
+        xlabel="codebook size K",
+        show_k=True,
+    )
+
+
+def plot_against(
+    rows: list[dict[str, Any]],
+    x_key: str,
+    metrics: list[str],
+    out: str | Path,
+    *,
+    series: str = "strategy",
+    group: str = "",
+    title: str = "",
+    xlabel: str = "",
+    show_k: bool = False,
+) -> Path:
+    """One panel per metric against ``x_key`` (log2 axis); one line per ``series`` value (and
+    per ``group`` value, dashed after the first). Failed runs are left out."""
     fig, axes = plt.subplots(1, len(metrics), figsize=(4.6 * len(metrics), 3.8), squeeze=False)
-    series: dict[tuple, list[tuple[float, dict]]] = defaultdict(list)
+    lines: dict[tuple, list[tuple[float, dict]]] = defaultdict(list)
     for r in rows:
-        if r.get("status", "ok") == "failed":
+        if r.get("status", "ok") == "failed" or r.get(x_key) in (None, ""):
             continue
-        key = (r.get("strategy"), r.get(group) if group else None)
-        series[key].append((float(r["codebook_size"]), r))
+        lines[(str(r.get(series)), r.get(group) if group else None)].append((float(r[x_key]), r))
+    groups = sorted(str(k[1]) for k in lines)
+    first_group = groups[0] if groups else None
     for ax, metric in zip(axes[0], metrics):
-        for (strategy, g), pts in sorted(series.items(), key=lambda kv: str(kv[0])):
+        for (name, g), pts in sorted(lines.items(), key=lambda kv: str(kv[0])):
             pts.sort(key=lambda p: p[0])
-            xs = [p[0] for p in pts]
-            ys = [p[1].get(metric) for p in pts]
-            lab = strategy if g is None else f"{strategy}, {group.split('.')[-1]}={g}"
+            label = name if g is None else f"{name}, {group.split('.')[-1]}={g}"
             ax.plot(
-                xs,
-                ys,
+                [p[0] for p in pts],
+                [p[1].get(metric) for p in pts],
                 marker="o",
-                color=COLORS.get(strategy),
-                label=lab,
-                linestyle="-" if g is None or g == sorted({k[1] for k in series})[0] else "--",
+                color=COLORS.get(name),
+                label=label,
+                linestyle="-" if g is None or str(g) == first_group else "--",
             )
-        if metric == "perplexity" and series:
-            ks = sorted({p[0] for pts in series.values() for p in pts})
+        if show_k and metric == "perplexity" and lines:
+            ks = sorted({p[0] for pts in lines.values() for p in pts})
             ax.plot(ks, ks, color="0.6", linestyle=":", label="K (maximum)")
         ax.set_xscale("log", base=2)
-        ax.set_xlabel("codebook size K")
+        ax.set_xlabel(xlabel or x_key)
         ax.set_title(metric)
         ax.grid(alpha=0.3)
     axes[0, 0].legend(fontsize=8)

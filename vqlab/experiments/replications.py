@@ -197,3 +197,32 @@ def _write_synthetic_report(out, rows, figures, base, dims, k_max, preset, comma
         "",
     ]
     (Path(out) / "report.md").write_text("\n".join(text))
+
+
+def replicate(
+    name: str,
+    out: str | Path,
+    *,
+    data: str | Path | None = None,
+    preset: str = "cpu",
+    jobs: int = 1,
+    progress: bool = True,
+    command: str = "",
+) -> list[dict[str, Any]]:
+    """Run the paper experiment ``name`` into ``out`` (see the CLI's ``vqlab replicate``)."""
+    kwargs = {"preset": preset, "jobs": jobs, "progress": progress, "command": command}
+    if name == "synthetic":
+        return replicate_synthetic(out, **kwargs)
+    if name == "cifar10":
+        from vqlab.experiments.cifar import replicate_cifar10
+
+        return replicate_cifar10(out, data=data, **kwargs)
+    if name == "capacity":
+        from vqlab.experiments.capacity import replicate_capacity
+
+        return replicate_capacity(out, data=data, **kwargs)
+    if name == "init":
+        from vqlab.experiments.init_study import replicate_init
+
+        return replicate_init(out, data=data, **kwargs)
+    raise ValueError(f"unknown experiment {name!r}; choose synthetic, cifar10, capacity or init")
