@@ -13,9 +13,12 @@ Glossary: ``N`` rows to search, ``K`` codes, ``D`` code dimension.
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import torch
+
+from vqlab.validation import check_tensor, check_values
 
 DEFAULT_MAX_BYTES = 64 * 2**20
 
@@ -54,9 +57,9 @@ def _check(x: torch.Tensor, codebook: torch.Tensor) -> None:
 def tile_shape(n: int, k: int, max_bytes: int = DEFAULT_MAX_BYTES) -> tuple[int, int]:
     """Rows and columns of one fp32 distance tile that fits in ``max_bytes``.
 
-    Prefers whole rows of the codebook (``cols = K``) and shrinks the codebook tile only when a
-    single row of distances would not fit with at least 1 row... the tile always has >= 1 row
-    and >= 1 column.
+    Prefers whole rows of the codebook (``cols = K``) and shrinks the codebook tile only when
+    one row of ``K`` distances would not fit in the budget. The tile always has >= 1 row and
+    >= 1 column.
     """
     if max_bytes < 4:
         raise ValueError(f"max_bytes must be at least 4 (one fp32 distance); got {max_bytes}")
@@ -103,20 +106,68 @@ def nearest_code_torch(
     return NearestCode(best_i, (best_d + x_sq).clamp_min_(0.0))
 
 
+@functools.lru_cache(maxsize=1)
+def triton_available() -> bool:
+    """True when the fused Triton kernel imports (triton installed and importable)."""
+    try:
+        from vqlab.quantizers.ops import triton_nearest  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+BACKENDS = ("auto", "torch", "triton")
+
+
 def nearest_code(
     x: torch.Tensor,
     codebook: torch.Tensor,
     *,
     max_bytes: int = DEFAULT_MAX_BYTES,
     backend: str = "auto",
+    precision: str = "exact",
 ) -> NearestCode:
     """Nearest code of every row of ``x`` by squared Euclidean distance.
 
-    x: (N, D), codebook: (K, D). Returns :class:`NearestCode` with (N,) indices and (N,)
-    squared distances. Never materialises more than ``max_bytes`` of distances.
+    x: (N, D), codebook: (K, D), any float dtype. Returns :class:`NearestCode` with (N,) int64
+    indices (lowest index on ties) and (N,) fp32 squared distances.
 
-    backend: ``"auto"`` (the fused kernel on CUDA where available, else torch), ``"torch"``.
+    backend:
+      - ``"auto"``: the fused Triton kernel when ``x`` is on CUDA and triton imports, else torch.
+      - ``"torch"``: the chunked fp32 search, which never materialises more than ``max_bytes``
+        of distances.
+      - ``"triton"``: the fused kernel (:mod:`vqlab.quantizers.ops.triton_nearest`), which writes
+        no distance matrix at all (``max_bytes`` is unused). Needs CUDA tensors, or
+        ``TRITON_INTERPRET=1`` set before triton is first imported (CPU interpreter, slow).
+
+    Checks (:mod:`vqlab.validation`): tensors, (N, D) and (K, D) shapes with K >= 1, one
+    device, float dtypes, and finite values within the fp32 range of squared distances (one
+    sync); N = 0 gives empty results.
+
+    precision: ``"exact"`` (fp32 scoring, no tf32) or ``"fast"`` (Triton only: bf16 tensor-core
+    scoring, then fp32 re-scoring of each row's best 8 candidates; it picks a code as near as
+    the exact one except where many codes crowd within bf16 rounding of each other; see
+    :mod:`vqlab.quantizers.ops.triton_nearest`). The torch backend always computes the exact
+    answer, so ``"fast"`` there returns the exact result.
     """
-    if backend not in ("auto", "torch"):
-        raise ValueError(f"unknown nearest_code backend {backend!r}; choose 'auto' or 'torch'")
-    return nearest_code_torch(x, codebook, max_bytes=max_bytes)
+    check_tensor(x, "x")
+    check_tensor(codebook, "codebook")
+    _check(x, codebook)
+    # one sync: NaN, Inf or overflowing values would give silently wrong codes
+    check_values({"x": x, "codebook": codebook}, dim=x.shape[1], what="nearest-code search")
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown nearest_code backend {backend!r}; choose one of {BACKENDS}")
+    if precision not in ("exact", "fast"):
+        raise ValueError(f"unknown nearest_code precision {precision!r}; choose 'exact' or 'fast'")
+    if backend == "auto":
+        backend = "triton" if x.is_cuda and triton_available() else "torch"
+    if backend == "torch":
+        return nearest_code_torch(x, codebook, max_bytes=max_bytes)
+    if not triton_available():
+        raise RuntimeError(
+            "nearest_code(backend='triton') needs the triton package (pip install triton, on a "
+            "machine with CUDA); use backend='torch' otherwise"
+        )
+    from vqlab.quantizers.ops.triton_nearest import nearest_code_triton
+
+    return nearest_code_triton(x, codebook, precision=precision)

@@ -1,0 +1,168 @@
+"""The chunked torch nearest-code search equals the naive dense search, at any memory budget."""
+
+import os
+
+import pytest
+import torch
+
+from vqlab.quantizers.distance import (
+    DEFAULT_MAX_BYTES,
+    NearestCode,
+    nearest_code,
+    nearest_code_torch,
+    tile_shape,
+)
+
+
+def naive(x: torch.Tensor, codebook: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Dense fp64 reference: (N,) argmin of cdist and (N,) squared distances."""
+    d = torch.cdist(x.double(), codebook.double()) ** 2  # (N, K)
+    values, indices = d.min(dim=1)
+    return indices, values
+
+
+# budgets in bytes for N=37, K=53: one distance (1x1 tiles), 7 codes (1 row, ragged columns),
+# one full row, three rows, several ragged row tiles, and the default (everything at once)
+BUDGETS = [4, 4 * 7, 4 * 53, 4 * 53 * 3, 4 * 53 * 10 + 12, DEFAULT_MAX_BYTES]
+
+
+@pytest.mark.parametrize("max_bytes", BUDGETS)
+def test_chunked_equals_naive_cdist(max_bytes):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(37, 6, generator=g)
+    codebook = torch.randn(53, 6, generator=g)
+    res = nearest_code_torch(x, codebook, max_bytes=max_bytes)
+    ref_i, ref_d = naive(x, codebook)
+    assert isinstance(res, NearestCode)
+    assert res.indices.dtype == torch.long and res.distances.dtype == torch.float32
+    assert torch.equal(res.indices, ref_i)
+    assert torch.equal(res.indices, torch.cdist(x, codebook).argmin(dim=1))
+    torch.testing.assert_close(res.distances.double(), ref_d, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("n", "k", "max_bytes", "expected"),
+    [
+        (10, 20, 4, (1, 1)),
+        (10, 20, 4 * 20, (1, 20)),
+        (10, 20, 4 * 45, (2, 20)),
+        (10, 20, 4 * 7, (1, 7)),
+        (3, 20, 10**9, (3, 20)),
+    ],
+)
+def test_tile_shape_fits_budget(n, k, max_bytes, expected):
+    rows, cols = tile_shape(n, k, max_bytes)
+    assert (rows, cols) == expected
+    assert rows * cols * 4 <= max_bytes
+
+
+def test_hand_computed_example():
+    codebook = torch.tensor([[0.0, 0.0], [3.0, 0.0], [0.0, 4.0], [3.0, 4.0]])
+    x = torch.tensor([[1.0, 1.0], [2.0, 3.5], [0.0, 5.0], [3.0, 0.0]])
+    res = nearest_code_torch(x, codebook, max_bytes=8)
+    assert res.indices.tolist() == [0, 3, 2, 1]
+    # 1+1; 1+0.25; 0+1; exactly on code 1
+    torch.testing.assert_close(res.distances, torch.tensor([2.0, 1.25, 1.0, 0.0]))
+
+
+@pytest.mark.parametrize("max_bytes", [4, 8, 4 * 3, DEFAULT_MAX_BYTES])
+def test_ties_go_to_the_lowest_index(max_bytes):
+    # codes 2 and 5 are the same point, nearest to every x; code 0 and 4 tie at the midpoint
+    codebook = torch.tensor(
+        [[5.0, 0.0], [9.0, 9.0], [1.0, 1.0], [-9.0, 9.0], [-5.0, 0.0], [1.0, 1.0], [9.0, -9.0]]
+    )
+    x = torch.tensor([[1.0, 1.0], [1.5, 1.0], [0.0, 0.0], [0.0, -0.5]])
+    res = nearest_code_torch(x, codebook, max_bytes=max_bytes)
+    # (0, 0) and (0, -0.5): distance 2 and 2.25 to codes 2/5, 25 and 25.25 to codes 0/4
+    assert res.indices.tolist() == [2, 2, 2, 2]
+    far = torch.tensor([[0.0, 30.0]])  # equidistant from codes 1 and 3 (and nearest to them)
+    assert nearest_code_torch(far, codebook, max_bytes=max_bytes).indices.tolist() == [1]
+
+
+def test_distances_are_squared_l2_and_never_negative():
+    g = torch.Generator().manual_seed(1)
+    codebook = torch.randn(40, 16, generator=g) * 100.0
+    x = torch.cat([codebook[:5], torch.randn(5, 16, generator=g)])  # some rows sit on a code
+    res = nearest_code_torch(x, codebook, max_bytes=4 * 40 * 2)
+    assert (res.distances >= 0).all()
+    assert res.indices[:5].tolist() == [0, 1, 2, 3, 4]
+    expected = ((x.double() - codebook.double()[res.indices]) ** 2).sum(1)
+    torch.testing.assert_close(res.distances.double(), expected, rtol=1e-4, atol=0.5)
+
+
+def test_large_codebook_small_budget():
+    # K = 262,144 codes: a 1 MiB budget gives 1-row tiles, 256 KiB splits each row in four
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(64, 8, generator=g)
+    codebook = torch.randn(262_144, 8, generator=g)
+    ref_i, ref_d = naive(x, codebook)
+    for max_bytes in (2**20, 2**18):
+        res = nearest_code_torch(x, codebook, max_bytes=max_bytes)
+        assert torch.equal(res.indices, ref_i)
+        torch.testing.assert_close(res.distances.double(), ref_d, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
+def test_other_float_dtypes_score_in_fp32(dtype):
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(30, 5, generator=g).to(dtype)
+    codebook = torch.randn(20, 5, generator=g).to(dtype)
+    res = nearest_code_torch(x, codebook, max_bytes=64)
+    assert res.distances.dtype == torch.float32
+    assert torch.equal(res.indices, naive(x, codebook)[0])
+
+
+def test_non_contiguous_inputs():
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(25, 12, generator=g)[:, ::2]  # (25, 6), stride 2 along D
+    codebook = torch.randn(6, 31, generator=g).T  # (31, 6), column-major
+    assert not x.is_contiguous() and not codebook.is_contiguous()
+    res = nearest_code_torch(x, codebook, max_bytes=4 * 31)
+    assert torch.equal(res.indices, naive(x, codebook)[0])
+
+
+def test_empty_x_gives_empty_result():
+    res = nearest_code_torch(torch.empty(0, 3), torch.randn(4, 3))
+    assert res.indices.shape == (0,) and res.distances.shape == (0,)
+
+
+@pytest.mark.parametrize(
+    ("x", "codebook", "error", "match"),
+    [
+        (torch.randn(4), torch.randn(3, 4), ValueError, "shape"),
+        (torch.randn(4, 2), torch.randn(3, 5), ValueError, "dimension mismatch"),
+        (torch.randn(4, 2), torch.randn(0, 2), ValueError, "empty"),
+        (torch.ones(4, 2, dtype=torch.long), torch.randn(3, 2), TypeError, "floating-point"),
+    ],
+)
+def test_bad_inputs_raise(x, codebook, error, match):
+    with pytest.raises(error, match=match):
+        nearest_code_torch(x, codebook)
+
+
+def test_budget_below_one_distance_raises():
+    with pytest.raises(ValueError, match="max_bytes"):
+        nearest_code_torch(torch.randn(2, 2), torch.randn(2, 2), max_bytes=3)
+
+
+def test_dispatch_torch_backend_and_validation():
+    g = torch.Generator().manual_seed(5)
+    x, codebook = torch.randn(9, 3, generator=g), torch.randn(11, 3, generator=g)
+    ref = nearest_code_torch(x, codebook)
+    for backend in ("auto", "torch"):
+        for precision in ("exact", "fast"):  # torch computes exact for both
+            res = nearest_code(x, codebook, backend=backend, precision=precision)
+            assert torch.equal(res.indices, ref.indices)
+            assert torch.equal(res.distances, ref.distances)
+    with pytest.raises(ValueError, match="backend"):
+        nearest_code(x, codebook, backend="cuda")
+    with pytest.raises(ValueError, match="precision"):
+        nearest_code(x, codebook, precision="half")
+
+
+@pytest.mark.skipif(
+    os.environ.get("TRITON_INTERPRET") == "1", reason="the interpreter runs triton on the CPU"
+)
+def test_triton_backend_on_cpu_tensors_is_a_clear_error():
+    with pytest.raises(RuntimeError, match="triton"):
+        nearest_code(torch.randn(2, 2), torch.randn(3, 2), backend="triton")
