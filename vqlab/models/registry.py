@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from torch import nn
 
-from vqlab.config import ModelConfig, VQConfig
+from vqlab.config import ConfigError, ModelConfig, VQConfig
 from vqlab.models.autoencoder import VQAutoencoder
 from vqlab.models.conv import ConvDecoder, ConvEncoder, check_image_shape
 from vqlab.models.mlp import MLPDecoder, MLPEncoder
@@ -15,7 +15,10 @@ from vqlab.quantizers.vq import VectorQuantizer
 
 def _mlp(cfg: ModelConfig, input_shape: tuple[int, ...]) -> tuple[nn.Module, nn.Module, int]:
     if len(input_shape) != 1:
-        raise ValueError(f"model.kind=mlp needs vector data (B, d); got samples of {input_shape}")
+        raise ConfigError(
+            f"model.kind=mlp needs vector data (B, d); got samples of shape {input_shape} "
+            "(use model.kind=conv for images)"
+        )
     d = input_shape[0]
     enc = MLPEncoder(d, cfg.hidden, cfg.depth, cfg.latent_dim)
     dec = MLPDecoder(cfg.latent_dim, cfg.hidden, cfg.depth, d)
@@ -57,5 +60,9 @@ def build_model(model: ModelConfig, vq: VQConfig, input_shape: tuple[int, ...]) 
         eps=vq.eps,
         dead_code_threshold=vq.dead_code_threshold,
         channel_dim=channel_dim,
+        estimator=vq.estimator,
+        normalize=vq.normalize,
+        code_dim=vq.code_dim,
+        simvq=vq.simvq,
     )
     return VQAutoencoder(encoder, quantizer, decoder)

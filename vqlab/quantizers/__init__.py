@@ -4,6 +4,7 @@ from vqlab.quantizers.distance import NearestCode, nearest_code
 from vqlab.quantizers.ema import EmaState, batch_statistics, ema_update, laplace_smooth
 from vqlab.quantizers.kmeans import KMeansResult, kmeans, kmeans_parallel, kmeans_plusplus
 from vqlab.quantizers.kmeans_stream import ReservoirSampler, kmeans_streaming
+from vqlab.quantizers.rotation import rotate_to, rotation_trick, straight_through
 from vqlab.quantizers.vq import VectorQuantizer, VQOutput
 
 __all__ = [
@@ -21,4 +22,7 @@ __all__ = [
     "kmeans_streaming",
     "laplace_smooth",
     "nearest_code",
+    "rotate_to",
+    "rotation_trick",
+    "straight_through",
 ]

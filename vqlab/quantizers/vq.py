@@ -1,4 +1,4 @@
-"""VectorQuantizer: nearest-code quantization with a straight-through gradient.
+"""VectorQuantizer: nearest-code quantization with a straight-through (or rotated) gradient.
 
 Glossary: ``z_e`` encoder output, ``z_q`` its quantized value, ``indices`` the chosen codes,
 ``K`` = ``codebook_size``, ``D`` = ``dim``.
@@ -9,6 +9,23 @@ Losses (the VQ-VAE objective with beta on the right term):
 With ``update="ema"`` the codes follow the exponential moving average of their assigned encoder
 outputs instead (:mod:`vqlab.quantizers.ema`), and the codebook is a buffer with no gradient.
 Both mean over elements (positions x D), as ``F.mse_loss`` does.
+
+Options (all off by default; each changes one step of the pipeline
+``z_e -> in-projection -> L2 normalisation -> nearest code -> estimator -> out-projection``):
+- ``code_dim=d`` (factorized codes, as in ViT-VQGAN): a learned ``Linear(D, d)`` before the search
+  and ``Linear(d, D)`` after it; the codebook, the losses, EMA and restarts live in d dims.
+  ``init_from_data`` fits the projections by PCA before it fits the codes.
+- ``normalize`` (cosine codes): the projected ``z_e`` and the codes are L2-normalised, so the
+  nearest code is the one of highest cosine similarity. EMA averages unit vectors and the
+  codebook is re-normalised after every update; gradient-trained codes are stored raw
+  (``codebook_raw``) and normalised on read. Losses are then squared chordal distances.
+- ``estimator="rotation"`` (Fifty et al., arXiv 2410.06424): the gradient reaches ``z_e`` through
+  a rotation and rescaling instead of the straight-through copy
+  (:mod:`vqlab.quantizers.rotation`); the forward value is unchanged.
+- ``simvq`` (arXiv 2411.02038): the codes are ``C W`` with ``C`` a frozen (K, d) buffer and ``W``
+  a learned (d, d) map (``codebook_map``), trained by the codebook loss, so it needs
+  ``update="grad"``; dead-code restart is refused (a row of ``C W`` is not a free vector).
+``codebook`` is always the effective (K, d) codebook the search uses, derived codebooks included.
 """
 
 from __future__ import annotations
@@ -19,9 +36,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vqlab.quantizers.collective import all_reduce_sum, draw_rows, world_size
 from vqlab.quantizers.distance import DEFAULT_MAX_BYTES, nearest_code
 from vqlab.quantizers.ema import batch_statistics, ema_update
 from vqlab.quantizers.kmeans import kmeans, kmeans_plusplus
+from vqlab.quantizers.rotation import ESTIMATORS
+from vqlab.validation import (
+    check_init_args,
+    check_integer,
+    check_quantizer_args,
+    check_quantizer_input,
+)
 
 UPDATES = ("ema", "grad")
 INIT_METHODS = ("kmeans", "kmeans++", "random_normal", "random_uniform", "sample")
@@ -41,7 +66,7 @@ class VectorQuantizer(nn.Module):
     """Quantize ``(..., D)`` (or channel-first ``(B, D, H, W)`` with ``channel_dim=1``) inputs.
 
     Args:
-        dim: code dimension D.
+        dim: dimension D of the encoder outputs (and of the quantized output).
         codebook_size: number of codes K.
         update: ``"ema"`` (codebook is a buffer moved by EMA) or ``"grad"`` (a Parameter trained by
             the codebook loss).
@@ -51,6 +76,13 @@ class VectorQuantizer(nn.Module):
             this are re-seeded from the current batch's encoder outputs; 0 turns it off.
         channel_dim: the axis of D in the input (-1, or 1 for ``(B, D, H, W)``).
         max_bytes: bound on the distance tile of the nearest-code search.
+        estimator: gradient through the quantizer, ``"ste"`` (straight-through) or
+            ``"rotation"`` (the rotation trick).
+        normalize: L2-normalise the search vectors and the codes (cosine-similarity search).
+        code_dim: d, the dimension of the codes behind learned projections D -> d -> D; 0 means
+            no projection (d = D).
+        simvq: codes ``C W``, a frozen random ``C`` through a learned linear map ``W``
+            (needs ``update="grad"`` and ``dead_code_threshold=0``).
     """
 
     def __init__(
@@ -65,38 +97,113 @@ class VectorQuantizer(nn.Module):
         dead_code_threshold: float = 0.0,
         channel_dim: int = -1,
         max_bytes: int = DEFAULT_MAX_BYTES,
+        estimator: str = "ste",
+        normalize: bool = False,
+        code_dim: int = 0,
+        simvq: bool = False,
     ) -> None:
         super().__init__()
         if update not in UPDATES:
             raise ValueError(f"update={update!r} is not valid; choose one of {list(UPDATES)}")
-        if dim < 1 or codebook_size < 1:
-            raise ValueError(f"dim and codebook_size must be >= 1; got {dim}, {codebook_size}")
-        if not 0.0 < decay < 1.0:
-            raise ValueError(f"decay must lie in (0, 1); got {decay}")
+        check_quantizer_args(
+            dim=dim,
+            codebook_size=codebook_size,
+            beta=beta,
+            decay=decay,
+            eps=eps,
+            dead_code_threshold=dead_code_threshold,
+            channel_dim=channel_dim,
+            max_bytes=max_bytes,
+        )
+        _check_options(update, dead_code_threshold, estimator, code_dim, simvq)
         self.dim, self.codebook_size, self.update = dim, codebook_size, update
         self.beta, self.decay, self.eps = beta, decay, eps
         self.dead_code_threshold = dead_code_threshold
         self.channel_dim, self.max_bytes = channel_dim, max_bytes
-        initial = torch.randn(codebook_size, dim)
-        if update == "grad":
+        self.estimator, self.normalize, self.simvq = estimator, normalize, simvq
+        self.code_dim = code_dim or dim  # d: where the codes live and the search runs
+        self.project_in = nn.Linear(dim, self.code_dim) if code_dim else None
+        self.project_out = nn.Linear(self.code_dim, dim) if code_dim else None
+        initial = torch.randn(codebook_size, self.code_dim)  # (K, d)
+        if normalize:
+            initial = F.normalize(initial, dim=1)
+        if simvq:
+            self.register_buffer("codebook_base", initial)  # C, frozen
+            self.codebook_map = nn.Linear(self.code_dim, self.code_dim, bias=False)  # W
+            nn.init.eye_(self.codebook_map.weight)  # start at codebook == C
+        elif update == "grad" and normalize:
+            # the optimizer moves the raw vectors off the sphere; `codebook` normalises on read
+            self.codebook_raw = nn.Parameter(initial)
+        elif update == "grad":
             self.codebook = nn.Parameter(initial)
         else:
             self.register_buffer("codebook", initial)
-            self.register_buffer("ema_sums", initial.clone())  # (K, D)
+            self.register_buffer("ema_sums", initial.clone())  # (K, d)
         # EMA of assignments per step: the EMA cluster size, and the usage the restart reads.
         self.register_buffer("ema_counts", torch.ones(codebook_size))  # (K,)
         self.register_buffer("initialized", torch.tensor(False))
         self.register_buffer("restarts", torch.tensor(0, dtype=torch.long))
 
+    # --------------------------------------------------------------- codebook
+    @property
+    def codebook(self) -> torch.Tensor:
+        """(K, d): the effective codebook that the search compares against and ``lookup`` reads.
+
+        The stored Parameter (``update="grad"``) or buffer (``"ema"``) when codes are free
+        vectors; computed, with autograd, when they are derived: ``C W`` for SimVQ, and the
+        normalised ``codebook_raw`` for gradient-trained cosine codes (normalised too with SimVQ).
+        """
+        stored = self._parameters.get("codebook")
+        if stored is None:
+            stored = self._buffers.get("codebook")
+        if stored is not None:
+            return stored
+        codes = self.codebook_map(self.codebook_base) if self.simvq else self.codebook_raw
+        return F.normalize(codes, dim=1) if self.normalize else codes
+
+    def _code_store(self) -> torch.Tensor:
+        """The tensor that holds the free codes, for in-place writes (restart, init)."""
+        if self.simvq:
+            raise RuntimeError("SimVQ codes are rows of C W and cannot be written one by one")
+        return self.codebook_raw if "codebook_raw" in self._parameters else self.codebook
+
+    @torch.no_grad()
+    def _set_codes(self, codes: torch.Tensor) -> None:
+        """Make the effective codebook equal ``codes`` (K, d), normalised first for cosine codes."""
+        if self.normalize:
+            codes = F.normalize(codes, dim=1)
+        if self.simvq:
+            # C <- codes and W <- I, so C W is exactly the given codes and W learns from there
+            self.codebook_base.copy_(codes)
+            nn.init.eye_(self.codebook_map.weight)
+        else:
+            self._code_store().copy_(codes)
+
+    def _to_code_space(self, z: torch.Tensor) -> torch.Tensor:
+        """(N, D) -> (N, d): in-projection, then L2 normalisation, each when switched on."""
+        h = self.project_in(z) if self.project_in is not None else z
+        return F.normalize(h, dim=1) if self.normalize else h
+
+    def _from_code_space(self, h: torch.Tensor) -> torch.Tensor:
+        """(N, d) -> (N, D): the out-projection when ``code_dim`` is set."""
+        return self.project_out(h) if self.project_out is not None else h
+
+    def to_code_space(self, z_e: torch.Tensor) -> torch.Tensor:
+        """Encoder outputs (..., D) (or channel-first) -> (N, d), flattened over positions.
+
+        These are the vectors the search compares with ``codebook`` (the flattened input when
+        neither ``code_dim`` nor ``normalize`` is on); diagnostics that set embeddings against
+        the codebook need them in this space.
+        """
+        flat, _ = self._flatten(z_e)
+        with torch.autocast(device_type=flat.device.type, enabled=False):
+            return self._to_code_space(flat.float())
+
     # ------------------------------------------------------------------ shapes
     def _flatten(self, z_e: torch.Tensor) -> tuple[torch.Tensor, torch.Size]:
-        if z_e.dim() < 1 or z_e.shape[self.channel_dim] != self.dim:
-            raise ValueError(
-                f"expected D={self.dim} on axis {self.channel_dim}; got input of shape "
-                f"{tuple(z_e.shape)}"
-            )
-        if not z_e.is_floating_point():
-            raise TypeError(f"VectorQuantizer needs a floating-point input; got {z_e.dtype}")
+        # the door for hostile input (vqlab.validation): type, shape, device, NaN/Inf (one sync)
+        device = self.ema_counts.device
+        check_quantizer_input(z_e, dim=self.dim, channel_dim=self.channel_dim, device=device)
         z = z_e.movedim(self.channel_dim, -1)  # (..., D)
         return z.reshape(-1, self.dim), z.shape[:-1]
 
@@ -104,18 +211,28 @@ class VectorQuantizer(nn.Module):
         return flat.reshape(*lead, self.dim).movedim(-1, self.channel_dim)
 
     def lookup(self, indices: torch.Tensor) -> torch.Tensor:
-        """Codes of ``indices`` (any shape) -> ``(*indices.shape, D)``, or channel-first."""
-        flat = F.embedding(indices.reshape(-1), self.codebook)
+        """Codes of ``indices`` (any shape) -> ``(*indices.shape, D)``, or channel-first.
+
+        What ``forward`` outputs in eval mode: the code, through the out-projection when
+        ``code_dim`` is set.
+        """
+        self._check_indices(indices)
+        with torch.autocast(device_type=indices.device.type, enabled=False):
+            flat = F.embedding(indices.reshape(-1), self.codebook)  # (N, d)
+            flat = self._from_code_space(flat)  # (N, D)
         return self._unflatten(flat, indices.shape)
 
     # ----------------------------------------------------------------- forward
     def forward(self, z_e: torch.Tensor) -> VQOutput:
         """z_e: (..., D) -> VQOutput. Runs in fp32 even under autocast."""
         flat, lead = self._flatten(z_e)
+        if flat.shape[0] == 0:
+            return self._empty_output(z_e, lead)
         with torch.autocast(device_type=flat.device.type, enabled=False):
-            z = flat.float()  # (N, D)
-            indices = nearest_code(z.detach(), self.codebook.detach(), max_bytes=self.max_bytes)[0]
-            z_q = F.embedding(indices, self.codebook)  # (N, D)
+            z = self._to_code_space(flat.float())  # (N, d)
+            codebook = self.codebook  # (K, d); read once, since derived codebooks are computed
+            indices = nearest_code(z.detach(), codebook.detach(), max_bytes=self.max_bytes)[0]
+            z_q = F.embedding(indices, codebook)  # (N, d)
             commitment = F.mse_loss(z, z_q.detach())
             losses = {"commitment": commitment}
             loss = self.beta * commitment
@@ -124,16 +241,53 @@ class VectorQuantizer(nn.Module):
                 loss = loss + losses["codebook"]
             if self.training:
                 self._update_statistics(z.detach(), indices)
-            # straight-through: the value is exactly z_q (z - sg(z) is exactly 0), the gradient
-            # flows to z unchanged; written this way quantized == lookup(indices) bit for bit
-            out = z_q.detach() + (z - z.detach())
+                if self.normalize and self.update == "ema":
+                    # a mean of unit vectors is shorter than 1: put the codes back on the sphere
+                    self.codebook.copy_(F.normalize(self.codebook, dim=1))
+            # the value is exactly z_q (the estimator adds only x - sg(x) = 0), so
+            # quantized == lookup(indices) bit for bit; the gradient to z depends on the estimator
+            out = self._from_code_space(ESTIMATORS[self.estimator](z, z_q))  # (N, D)
         quantized = self._unflatten(out.to(z_e.dtype), lead)
         return VQOutput(quantized, indices.reshape(lead), loss, losses)
+
+    def _empty_output(self, z_e: torch.Tensor, lead: torch.Size) -> VQOutput:
+        """An input with no positions (N = 0): empty ``quantized`` and ``indices``, zero losses.
+
+        The zero loss is still connected to ``z_e`` and to every parameter, so ``backward`` and
+        DDP's gradient reduction run as for any batch. In one process the statistics are left
+        alone (an empty batch says nothing about the codes); under data parallelism a rank with
+        an empty shard still joins the statistics collectives, contributing zero counts.
+        """
+        zero = z_e.float().sum() * 0.0
+        for p in self.parameters():
+            zero = zero + p.float().sum() * 0.0
+        losses = {"commitment": zero}
+        if self.update == "grad":
+            losses["codebook"] = zero
+        if self.training and world_size() > 1:
+            with torch.no_grad():
+                z = z_e.new_zeros(0, self.code_dim, dtype=torch.float32)
+                self._update_statistics(z, torch.zeros(0, dtype=torch.long, device=z.device))
+        indices = torch.zeros(lead, dtype=torch.long, device=z_e.device)
+        return VQOutput(z_e.clone(), indices, zero, losses)
+
+    def _check_indices(self, indices: torch.Tensor) -> None:
+        """Integer codes in [0, K): one sync; an out-of-range index is a device assert on CUDA."""
+        check_integer(indices, "indices")
+        if indices.numel() > 0:
+            lo, hi = (int(v) for v in torch.aminmax(indices.detach()))
+            if lo < 0 or hi >= self.codebook_size:
+                raise ValueError(
+                    f"indices must lie in [0, {self.codebook_size}); got values in [{lo}, {hi}]"
+                )
 
     @torch.no_grad()
     def _update_statistics(self, z: torch.Tensor, indices: torch.Tensor) -> None:
         counts, sums = batch_statistics(z, indices, self.codebook_size)
+        # Data parallel hook (no-op in one process): the statistics of the whole global batch,
+        # summed over ranks *before* the update, so every replica makes the same update.
         if self.update == "ema":
+            counts, sums = all_reduce_sum(counts, sums)
             state = ema_update(
                 self.ema_counts, self.ema_sums, counts, sums, decay=self.decay, eps=self.eps
             )
@@ -141,6 +295,7 @@ class VectorQuantizer(nn.Module):
             self.ema_sums.copy_(state.sums)
             self.codebook.copy_(state.codebook)
         else:
+            (counts,) = all_reduce_sum(counts)
             self.ema_counts.mul_(self.decay).add_(counts, alpha=1.0 - self.decay)
         if self.dead_code_threshold > 0:
             self._restart_dead(z)
@@ -150,9 +305,11 @@ class VectorQuantizer(nn.Module):
         dead = torch.nonzero(self.ema_counts < self.dead_code_threshold).squeeze(1)
         if dead.numel() == 0:
             return
-        pick = torch.randint(0, z.shape[0], (dead.numel(),), device=z.device)
-        fresh = z[pick]  # (n_dead, D)
-        self.codebook.data[dead] = fresh.to(self.codebook.dtype)
+        # Data parallel hook: rows drawn from the global batch, the same on every rank (in one
+        # process exactly ``z[randint(N)]``).
+        fresh = draw_rows(z, dead.numel())  # (n_dead, D)
+        store = self._code_store()  # codebook_raw for gradient-trained cosine codes
+        store.data[dead] = fresh.to(store.dtype)
         # a re-seeded code starts at the threshold, so it is not re-seeded again at once
         self.ema_counts[dead] = self.dead_code_threshold
         if self.update == "ema":
@@ -170,37 +327,91 @@ class VectorQuantizer(nn.Module):
         only), ``random_normal`` (per-dim mean/std of the data), ``random_uniform`` (per-dim
         bounding box of the data), ``sample`` (distinct random rows). Needs at least K rows.
         Resets the EMA statistics and sets ``initialized``.
+
+        The codes are fitted in the search space: after the in-projection and normalisation, and
+        re-normalised for cosine codes. With ``code_dim`` (d <= D) the projections are fitted
+        first, by PCA (:meth:`_fit_projections`). For SimVQ the frozen ``C`` becomes the fitted
+        codes and ``W`` the identity, so ``codebook`` equals them.
         """
         flat, _ = self._flatten(z_e)
-        flat = flat.float()
+        flat = flat.float()  # (N, D)
         k = self.codebook_size
+        check_init_args(
+            method,
+            rows=flat.shape[0],
+            codebook_size=k,
+            iters=iters,
+            seed=seed,
+            methods=INIT_METHODS,
+        )
+        if self.project_in is not None and self.code_dim <= self.dim:
+            self._fit_projections(flat)
+        flat = self._to_code_space(flat)  # (N, d): cluster where the search runs
         gen = torch.Generator(device="cpu").manual_seed(seed)
-        if method in ("kmeans", "kmeans++", "sample") and flat.shape[0] < k:
-            raise ValueError(
-                f"init_from_data needs at least codebook_size={k} vectors; got {flat.shape[0]}"
-            )
         if method == "kmeans":
             codes = kmeans(flat, k, iters=iters, seed=seed).centroids
         elif method == "kmeans++":
             codes = kmeans_plusplus(flat, k, seed=seed)
         elif method == "random_normal":
-            noise = torch.randn(k, self.dim, generator=gen).to(flat.device)
+            noise = torch.randn(k, flat.shape[1], generator=gen).to(flat.device)
             codes = flat.mean(0) + noise * flat.std(0)
         elif method == "random_uniform":
             lo, hi = flat.min(0).values, flat.max(0).values
-            codes = lo + torch.rand(k, self.dim, generator=gen).to(flat.device) * (hi - lo)
+            codes = lo + torch.rand(k, flat.shape[1], generator=gen).to(flat.device) * (hi - lo)
         elif method == "sample":
             codes = flat[torch.randperm(flat.shape[0], generator=gen)[:k].to(flat.device)]
         else:
             raise ValueError(f"unknown init method {method!r}; choose one of {list(INIT_METHODS)}")
-        self.codebook.data.copy_(codes.to(self.codebook.device))
+        self._set_codes(codes)
         self.ema_counts.fill_(1.0)
         if self.update == "ema":
             self.ema_sums.copy_(self.codebook)
         self.initialized.fill_(True)
 
+    @torch.no_grad()
+    def _fit_projections(self, z: torch.Tensor) -> None:
+        """PCA of ``z`` (N, D): ``project_in`` <- the top-d principal axes, centred on the mean;
+        ``project_out`` <- their transpose plus the mean.
+
+        ``project_out(project_in(z))`` is then the rank-d PCA reconstruction of ``z``. Why: in
+        deferred quantization the quantizer (projections included) is bypassed while the decoder
+        learns on raw ``z_e``; random projections at the switch hand the decoder unrelated
+        inputs, and on the synthetic mixture that cost most of the codes.
+        """
+        mean = z.mean(0)  # (D,)
+        centred = z - mean  # (N, D)
+        cov = (centred.T @ centred).double() / z.shape[0]  # (D, D); fp64 for a clean eigh
+        vecs = torch.linalg.eigh(cov).eigenvectors  # (D, D), columns by increasing variance
+        axes = vecs[:, -self.code_dim :].flip(1).T.to(z.dtype)  # (d, D), by decreasing variance
+        self.project_in.weight.copy_(axes)
+        self.project_in.bias.copy_(-(axes @ mean))
+        self.project_out.weight.copy_(axes.T)
+        self.project_out.bias.copy_(mean)
+
     def extra_repr(self) -> str:
         return (
             f"dim={self.dim}, codebook_size={self.codebook_size}, update={self.update!r}, "
             f"beta={self.beta}, decay={self.decay}, dead_code_threshold={self.dead_code_threshold}"
+            f", estimator={self.estimator!r}, normalize={self.normalize}, "
+            f"code_dim={self.code_dim}, simvq={self.simvq}"
+        )
+
+
+def _check_options(
+    update: str, dead_code_threshold: float, estimator: str, code_dim: int, simvq: bool
+) -> None:
+    """Refuse option values and combinations that have no defined meaning."""
+    if estimator not in ESTIMATORS:
+        raise ValueError(f"estimator={estimator!r} is not valid; choose one of {list(ESTIMATORS)}")
+    if code_dim < 0:
+        raise ValueError(f"code_dim must be >= 0 (0 = no projection); got {code_dim}")
+    if simvq and update != "grad":
+        raise ValueError(
+            f"simvq=True needs update='grad', not {update!r}: SimVQ codes are C W with W learned "
+            "by the codebook loss, so there is no free code for an EMA update to move"
+        )
+    if simvq and dead_code_threshold > 0:
+        raise ValueError(
+            "simvq=True cannot be combined with dead_code_threshold > 0: a SimVQ code is a row "
+            "of C W, not a free vector to re-seed; set dead_code_threshold=0"
         )
