@@ -5,6 +5,7 @@ import re
 import shutil
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -87,3 +88,18 @@ def test_readme_python_snippet_runs(tmp_path, monkeypatch):
     for code in blocks:
         exec(compile(code, "README.md", "exec"), {})
     assert (tmp_path / "runs" / "readme-tiny" / "summary.json").is_file()
+
+
+def test_checkpoint_with_non_finite_weights_is_refused(tmp_path):
+    from safetensors.torch import save_file
+
+    from vqlab.training.checkpoint import CheckpointError
+
+    cfg = load_config(None, [*SMALL, "train.steps=20", "train.pretrain_steps=10"])
+    train(cfg, tmp_path / "r", progress=False)
+    path = tmp_path / "r" / "checkpoint" / "model.safetensors"
+    state = load_file(str(path))
+    state["quantizer.codebook"][0, 0] = float("nan")
+    save_file(state, str(path))
+    with pytest.raises(CheckpointError, match="non-finite values in quantizer.codebook"):
+        load_checkpoint(tmp_path / "r")

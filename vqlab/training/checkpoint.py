@@ -1,10 +1,33 @@
-"""Model checkpoints as safetensors plus the resolved config as JSON (no pickle anywhere)."""
+"""Checkpoints: the model as safetensors plus the resolved config as JSON, and, for resuming,
+the training state beside them. No pickle of a file anywhere.
+
+A checkpoint is one folder, ``RUN/checkpoint/``:
+
+- ``model.safetensors``: the model's state dict, EMA buffers included (the DESIGN contract);
+- ``config.json``: ``{"config": flat keys, "input_shape": [...]}`` (the DESIGN contract);
+- ``optimizer.pt``: the optimizer's state dict, written by ``torch.save`` and read back with
+  ``torch.load(weights_only=True)``, which only rebuilds tensors and plain containers;
+- ``train_state.safetensors``: RNG states and the data order (uint8 / int64 tensors);
+- ``state.json``: step, phase, counters and anything else JSON can hold. Written last, it marks
+  the folder complete.
+
+The final checkpoint of a finished run keeps only the model, config and ``state.json``.
+
+Atomicity is at the folder level, so a crash never leaves a mix of an old and a new model, or
+a new model with an old optimizer. A save writes ``checkpoint.tmp/`` in full, fsyncs every file
+and the folder, then swaps: ``checkpoint -> checkpoint.old``, ``checkpoint.tmp -> checkpoint``,
+and removes ``checkpoint.old``. A crash at any point leaves one complete folder, which
+:func:`recover` puts back under the name ``checkpoint`` before a resume.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -14,23 +37,116 @@ from vqlab.models.autoencoder import VQAutoencoder
 
 MODEL_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
+OPTIMIZER_FILE = "optimizer.pt"
+TENSORS_FILE = "train_state.safetensors"
+STATE_FILE = "state.json"
+FORMAT = 1  # of state.json; bump when its meaning changes
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be read (the CLI turns it into exit code 2)."""
+
+
+@dataclass
+class TrainingState:
+    """What a resume needs besides the model.
+
+    meta: JSON-able values (``step`` = the next step to run, ``phase``, counters, ...).
+    tensors: named CPU tensors (RNG states, the sampler's permutation).
+    optimizer: the optimizer's ``state_dict()``, or None in a final checkpoint.
+    """
+
+    meta: dict[str, Any]
+    tensors: dict[str, torch.Tensor] = field(default_factory=dict)
+    optimizer: dict[str, Any] | None = None
+
+
+def _fsync(path: Path) -> None:
+    """Flush a file's (or a folder's entries') data to the disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _siblings(directory: Path) -> tuple[Path, Path]:
+    """``checkpoint.tmp`` (a save in progress) and ``checkpoint.old`` (the one it replaces)."""
+    return tuple(directory.with_name(directory.name + s) for s in (".tmp", ".old"))
 
 
 def save_checkpoint(
-    model: VQAutoencoder, config: RunConfig, directory: str | Path, input_shape: tuple[int, ...]
+    model: VQAutoencoder,
+    config: RunConfig,
+    directory: str | Path,
+    input_shape: tuple[int, ...],
+    training: TrainingState | None = None,
 ) -> Path:
-    """Write ``model.safetensors`` and ``config.json`` atomically (temp file, then rename)."""
+    """Write the checkpoint folder ``directory`` atomically (module docstring); returns it."""
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
+    tmp, old = _siblings(directory)
+    shutil.rmtree(tmp, ignore_errors=True)  # a save interrupted earlier
+    tmp.mkdir(parents=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    tmp = directory / (MODEL_FILE + ".tmp")
-    save_file(state, str(tmp))
-    os.replace(tmp, directory / MODEL_FILE)
+    save_file(state, str(tmp / MODEL_FILE))
     meta = {"config": config.flat(), "input_shape": list(input_shape)}
-    tmp = directory / (CONFIG_FILE + ".tmp")
-    tmp.write_text(json.dumps(meta, indent=2))
-    os.replace(tmp, directory / CONFIG_FILE)
+    (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=2))
+    training = training or TrainingState(meta={})
+    if training.tensors:
+        tensors = {k: v.detach().cpu().contiguous() for k, v in training.tensors.items()}
+        save_file(tensors, str(tmp / TENSORS_FILE))
+    if training.optimizer is not None:
+        torch.save(training.optimizer, tmp / OPTIMIZER_FILE)
+    for path in tmp.iterdir():
+        _fsync(path)
+    # the completeness marker goes last, once everything before it is on the disk
+    (tmp / STATE_FILE).write_text(json.dumps({"format": FORMAT, **training.meta}, indent=2))
+    _fsync(tmp / STATE_FILE)
+    _fsync(tmp)
+    if directory.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        os.rename(directory, old)
+    os.rename(tmp, directory)
+    _fsync(directory.parent)  # make the renames themselves durable
+    shutil.rmtree(old, ignore_errors=True)
     return directory
+
+
+def recover(directory: str | Path) -> Path | None:
+    """Repair what a crash during :func:`save_checkpoint` left; returns the folder or None.
+
+    Only for a run that is not running (a resume): it renames folders a live writer uses.
+    """
+    directory = Path(directory)
+    tmp, old = _siblings(directory)
+    if not directory.exists():
+        if (tmp / STATE_FILE).is_file():  # crashed between the two renames: tmp is complete
+            os.rename(tmp, directory)
+        elif old.is_dir():
+            os.rename(old, directory)
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.rmtree(old, ignore_errors=True)
+    return directory if directory.is_dir() else None
+
+
+def load_training_state(directory: str | Path) -> TrainingState | None:
+    """The training state of a checkpoint folder, or None if it has none (an older format)."""
+    directory = Path(directory)
+    if not (directory / STATE_FILE).is_file():
+        return None
+    meta = json.loads((directory / STATE_FILE).read_text())
+    if meta.get("format") != FORMAT:
+        raise ValueError(
+            f"{directory / STATE_FILE} has format {meta.get('format')!r}; this vqlab reads {FORMAT}"
+        )
+    tensors = {}
+    if (directory / TENSORS_FILE).is_file():
+        tensors = load_file(str(directory / TENSORS_FILE))
+    optimizer = None
+    if (directory / OPTIMIZER_FILE).is_file():
+        # weights_only: the file can only rebuild tensors and plain containers, never run code
+        optimizer = torch.load(directory / OPTIMIZER_FILE, map_location="cpu", weights_only=True)
+    return TrainingState(meta, tensors, optimizer)
 
 
 def load_checkpoint(
@@ -46,9 +162,24 @@ def load_checkpoint(
         raise FileNotFoundError(
             f"no checkpoint in {path} (expected {MODEL_FILE} and {CONFIG_FILE})"
         )
-    meta = json.loads((path / CONFIG_FILE).read_text())
-    config = build_config(meta["config"])
-    input_shape = tuple(meta["input_shape"])
+    try:
+        meta = json.loads((path / CONFIG_FILE).read_text())
+        config = build_config(meta["config"])
+        input_shape = tuple(meta["input_shape"])
+    except (ValueError, KeyError, TypeError) as err:  # JSONDecodeError is a ValueError
+        raise CheckpointError(
+            f"{path / CONFIG_FILE} is damaged or not a vqlab config: {err}"
+        ) from err
     model = build_model(config.model, config.vq, input_shape)
-    model.load_state_dict(load_file(str(path / MODEL_FILE)))
+    try:
+        state = load_file(str(path / MODEL_FILE))
+        model.load_state_dict(state)
+    except Exception as err:  # safetensors' own error types, or weights of another model
+        raise CheckpointError(
+            f"{path / MODEL_FILE} is damaged or does not fit the model of its config.json: "
+            f"{str(err).splitlines()[0] if str(err) else type(err).__name__}"
+        ) from err
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(v.isfinite().all())]
+    if bad:  # a diverged model saved by hand, or a damaged file that still parses
+        raise CheckpointError(f"{path / MODEL_FILE} holds non-finite values in {', '.join(bad)}")
     return model.to(device).eval(), config, input_shape

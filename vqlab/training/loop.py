@@ -1,42 +1,87 @@
-"""The one training loop. Standard and deferred quantization differ only in the Schedule."""
+"""The one training loop. Standard and deferred quantization differ only in the Schedule.
+
+One step: this rank's shard of the global batch (:mod:`vqlab.training.distributed`), forward
+(the EMA codebook update happens inside the quantizer), backward, the non-finite guard
+(:mod:`vqlab.training.guard`), the optimizer step. Every ``train.checkpoint_every`` steps the
+whole training state goes to ``checkpoint/`` (:mod:`vqlab.training.checkpoint`), and
+:func:`resume` continues from there.
+
+When a resumed run equals an uninterrupted one bit for bit (``summary.json`` without
+``seconds``, ``metrics.jsonl``, the weights):
+
+- the checkpoint restores everything that decides later numbers: weights and EMA buffers,
+  optimizer moments and step counts, the global torch RNG (dead-code restarts draw from it;
+  the CUDA one too on a GPU), the batch sampler's generator, permutation and position, the
+  step (and with it the phase), and the skip counter. The config comes from the run folder,
+  so steps, cadences (log, eval, checkpoint) and seeds cannot change. Evaluation and
+  diagnostics use their own seeded generators, so they do not disturb the training stream;
+- on the CPU: the same machine type and the same torch build (kernels pick code paths by
+  instruction set, e.g. AVX2 or AVX-512, and these sum floats in different orders);
+- the same number of torch threads (``OMP_NUM_THREADS`` or ``torch.set_num_threads``):
+  intra-op parallel reductions split their sums by thread;
+- the same number of processes under DDP: the all-reduces sum in rank order;
+- the same data files (``data.path``);
+- on CUDA a resumed run is correct but not bit-identical: ``index_add_`` and ``bincount``
+  (EMA sums, k-means) add floats with atomics, in no fixed order.
+"""
 
 from __future__ import annotations
 
+import json
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file
+from torch import nn
 from tqdm.auto import tqdm
 
-from vqlab.config import RunConfig
+from vqlab.config import ConfigError, RunConfig, load_config
 from vqlab.data.dataset import Dataset, load_dataset
-from vqlab.diagnostics import (
-    class_separation,
-    diagnose,
-    effective_rank,
-    mode_stats,
-    probe_accuracy,
-)
 from vqlab.models.autoencoder import VQAutoencoder
 from vqlab.models.registry import build_model
-from vqlab.training.checkpoint import save_checkpoint
+from vqlab.training.checkpoint import (
+    MODEL_FILE,
+    TrainingState,
+    load_checkpoint,
+    load_training_state,
+    recover,
+    save_checkpoint,
+)
+from vqlab.training.distributed import (
+    Dist,
+    broadcast_module,
+    check_batch,
+    gather_rows,
+    on_main,
+    resolve_device,  # noqa: F401 - re-exported: callers import it from here
+    setup,
+    shard,
+    share,
+    sum_over_ranks,
+    teardown,
+    wrap,
+)
+from vqlab.training.evaluate import SAMPLES_FILE, encode_all, evaluate
+from vqlab.training.guard import (
+    NonFiniteError,
+    first_bad_gradient,
+    first_bad_state,
+    grads_finite,
+    is_finite,
+    nonfinite_error,
+    restore,
+    snapshot,
+)
 from vqlab.training.logging import RunWriter
 from vqlab.training.schedule import Schedule
+from vqlab.validation import value_checks
 
-EVAL_BATCH = 1024
-SAMPLES_FILE = "eval_samples.npz"
-SAMPLES_MAX = 2000
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device=cuda was asked for but no CUDA device is available")
-    return torch.device(name)
+CHECKPOINT_DIR = "checkpoint"
 
 
 class BatchSampler:
@@ -56,109 +101,38 @@ class BatchSampler:
         self.position += self.batch_size
         return idx
 
-
-@torch.no_grad()
-def encode_all(model: VQAutoencoder, x: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """Encoder outputs of every row of x, flattened to (N * positions, D)."""
-    was_training = model.training
-    model.eval()
-    chunks = []
-    q = model.quantizer
-    for i in range(0, x.shape[0], EVAL_BATCH):
-        z = model.encode(x[i : i + EVAL_BATCH].to(device))
-        chunks.append(z.movedim(q.channel_dim, -1).reshape(-1, q.dim))
-    model.train(was_training)
-    return torch.cat(chunks)
+    # A checkpoint saves ``gen.get_state()``, ``perm`` and ``position``: with all three the
+    # resumed sampler yields the same batches as the uninterrupted one.
 
 
-@torch.no_grad()
-def evaluate(
-    model: VQAutoencoder, data: Dataset, device: torch.device, *, quantize: bool
-) -> tuple[dict[str, float], dict[str, np.ndarray]]:
-    """Diagnostics on the test set -> (metrics, a sample of arrays for plots)."""
-    was_training = model.training
-    model.eval()
-    q = model.quantizer
-    z_all, idx_all, recon_all = [], [], []
-    for i in range(0, data.test_x.shape[0], EVAL_BATCH):
-        out = model(data.test_x[i : i + EVAL_BATCH].to(device), quantize=quantize)
-        z_all.append(out.z_e.movedim(q.channel_dim, -1).reshape(-1, q.dim))
-        recon_all.append(out.recon)
-        if out.vq is not None:
-            idx_all.append(out.vq.indices.reshape(-1))
-    model.train(was_training)
-    z_e, recon = torch.cat(z_all), torch.cat(recon_all)
-    x = data.test_x.to(device)
-    per_position = z_e.shape[0] // x.shape[0]
-    indices = torch.cat(idx_all) if idx_all else None
-    codebook = q.codebook.detach() if quantize else None
-    labels = None if data.test_labels is None else data.test_labels.to(device)
-    per_image = per_position > 1  # images: many positions (tokens) per labelled sample
-    metrics = diagnose(
-        codebook=codebook,
-        embeddings=z_e,
-        indices=indices,
-        labels=None if per_image else labels,
-        reconstructions=recon.reshape(recon.shape[0], -1),
-        inputs=x.reshape(x.shape[0], -1),
-        means=None if data.means is None else data.means.to(device),
-        mode_radius=data.mode_radius,
-    )
-    if labels is not None:
-        metrics.update(_label_metrics(z_e, indices, codebook, labels, per_position))
-    # images keep a small sample: 256 images of 32x32 are already 3 MB of pixels
-    n = min(SAMPLES_MAX if not per_image else 256, x.shape[0])
-    samples = {
-        "x": x[:n].reshape(n, -1).cpu().numpy(),
-        "z_e": z_e[: n * per_position].cpu().numpy(),
-        "recon": recon[:n].reshape(n, -1).cpu().numpy(),
-        "codebook": q.codebook.detach().cpu().numpy(),
-    }
-    if data.test_labels is not None:
-        samples["labels"] = data.test_labels[:n].numpy()
-    if data.means is not None:
-        samples["means"] = data.means.numpy()
-    if idx_all:
-        samples["indices"] = torch.cat(idx_all)[: n * per_position].cpu().numpy()
-    return metrics, samples
+def init_codebook(
+    model: VQAutoencoder, data: Dataset, config: RunConfig, device, d: Dist | None = None
+) -> dict:
+    """k-means (or another ``vq.init``) on a seeded sample of the current encoder's outputs.
 
+    ``vq.init_samples`` counts encoder output vectors, whatever the positions per sample: enough
+    random samples are encoded to cover it (all of them if the set is small), then exactly that
+    many vectors are drawn, so both strategies cluster samples of the same size.
 
-def _label_metrics(
-    z_e: torch.Tensor,
-    indices: torch.Tensor | None,
-    codebook: torch.Tensor | None,
-    labels: torch.Tensor,
-    per_position: int,
-) -> dict[str, float]:
-    """Class metrics of samples: embeddings mean-pooled over each sample's positions (n, D).
-
-    For vector data (one position per sample) pooling changes nothing. ``token_probe_accuracy``
-    is the same linear probe on the quantized vectors, i.e. what the tokens keep of the class.
+    Under DDP (``d``) each rank encodes its slice of the sample, the slices are gathered, rank 0
+    clusters the whole sample and every rank receives its quantizer state: one codebook.
     """
-    n = labels.shape[0]
-    pooled = z_e.reshape(n, per_position, -1).mean(1)  # (n, D)
-    out: dict[str, float] = {}
-    if per_position > 1:  # for vectors, diagnose() computed these with the labels already
-        out["class_separation"] = class_separation(pooled, labels)
-        out["probe_accuracy"] = probe_accuracy(pooled, labels)
-        out["embedding_effective_rank"] = effective_rank(pooled)
-        if indices is not None:
-            out.update(mode_stats(indices, labels.repeat_interleave(per_position), len(codebook)))
-    if indices is not None:
-        z_q = codebook[indices].reshape(n, per_position, -1).mean(1)  # (n, D)
-        out["token_probe_accuracy"] = probe_accuracy(z_q, labels)
-    return out
-
-
-def init_codebook(model: VQAutoencoder, data: Dataset, config: RunConfig, device) -> dict:
-    """k-means (or another ``vq.init``) on a seeded sample of the current encoder's outputs."""
+    d = d or Dist(0, 1, 0, torch.device(device))
     gen = torch.Generator().manual_seed(config.seed + 17)
-    n = min(config.vq.init_samples, data.train_x.shape[0])
-    rows = torch.randperm(data.train_x.shape[0], generator=gen)[:n]
-    z = encode_all(model, data.train_x[rows], device)
-    model.quantizer.init_from_data(
-        z, method=config.vq.init, iters=config.vq.kmeans_iters, seed=config.seed
-    )
+    n_data = data.train_x.shape[0]
+    positions = encode_all(model, data.train_x[:1], device).shape[0]
+    need = min(-(-config.vq.init_samples // positions), n_data)  # ceil division
+    rows = torch.randperm(n_data, generator=gen)[:need]
+    z = gather_rows(encode_all(model, data.train_x[shard(rows, d)], device), d)  # (need*pos, D)
+    if not bool(is_finite(z)):
+        raise NonFiniteError("encoder output in the codebook-init sample")
+    if z.shape[0] > config.vq.init_samples:
+        keep = torch.randperm(z.shape[0], generator=gen)[: config.vq.init_samples]
+        z = z[keep.to(z.device)]
+    vq = config.vq
+    init = model.quantizer.init_from_data
+    on_main(lambda: init(z, method=vq.init, iters=vq.kmeans_iters, seed=config.seed), d)
+    broadcast_module(model.quantizer, d)
     return {"init_samples": int(z.shape[0]), "init_method": config.vq.init}
 
 
@@ -170,67 +144,302 @@ def train(
     progress: bool = True,
     command: str | None = None,
 ) -> dict[str, Any]:
-    """Train one run into the folder ``out``; returns the summary (also in ``summary.json``)."""
-    t0 = time.perf_counter()
-    writer = RunWriter(out, overwrite=overwrite)
-    writer.start(config, command)
+    """Train one run into the folder ``out``; returns the summary (also in ``summary.json``).
+
+    Under torchrun every rank calls this (:mod:`vqlab.training.distributed`); rank 0 writes.
+    """
+    d = setup(config.device)
     try:
-        summary = _run(config, writer, progress)
+        writer = on_main(lambda: RunWriter(out, overwrite=overwrite).start(config, command), d)
+        return _session(config, d, writer, None, progress)
     finally:
-        writer.close()
-    summary["seconds"] = round(time.perf_counter() - t0, 3)
-    writer.summary(summary)
+        teardown(d)
+
+
+def resume(run_dir: str | Path, *, progress: bool = True, command: str | None = None) -> dict:
+    """Continue the run in ``run_dir`` from its last checkpoint, with the config saved there.
+
+    metrics.jsonl keeps the rows before the checkpoint's step and goes on from there. A run
+    that never wrote a checkpoint starts again from step 0; a finished run (``summary.json``
+    exists) is left alone and its summary returned. The module docstring says when a resumed
+    run matches an uninterrupted one bit for bit.
+    """
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").is_file():
+        raise FileNotFoundError(f"--resume {run_dir}: not a run folder (no config.yaml there)")
+    config = load_config(run_dir / "config.yaml")
+    if (run_dir / "summary.json").is_file():
+        return json.loads((run_dir / "summary.json").read_text())
+    d = setup(config.device)
+    try:
+        # rank 0 repairs a swap that a crash interrupted; on_main's broadcast orders that
+        # before any other rank reads the folder
+        ckpt = on_main(lambda: recover(run_dir / CHECKPOINT_DIR), d) or run_dir / CHECKPOINT_DIR
+        training = load_training_state(ckpt) if ckpt.is_dir() else None
+        if training is not None and load_checkpoint(ckpt)[1] != config:
+            raise ValueError(f"{ckpt} was written with another config than {run_dir}/config.yaml")
+        start = 0 if training is None else int(training.meta["step"])
+        writer = on_main(lambda: RunWriter.reopen(run_dir, start, command), d)
+        resume_from = None if training is None else (ckpt, training)
+        return _session(config, d, writer, resume_from, progress)
+    finally:
+        teardown(d)
+
+
+@dataclass
+class _Run:
+    """Everything one training session holds; built once by :func:`_build`, then stepped."""
+
+    config: RunConfig
+    d: Dist
+    data: Dataset
+    model: VQAutoencoder  # the plain model: evaluation, init, checkpoints
+    net: nn.Module  # what a step calls: the model, or its DDP wrapper
+    opt: torch.optim.Optimizer
+    sampler: BatchSampler
+    schedule: Schedule
+    writer: RunWriter | None  # rank 0 only
+    step: int = 0  # the next step to run
+    skipped: int = 0  # batches skipped for a non-finite value (train.on_nonfinite=skip)
+    seconds: float = 0.0  # wall time of the earlier sessions of a resumed run
+    t0: float = field(default_factory=time.perf_counter)
+    last_checkpoint: str | None = None  # for the non-finite message
+
+    def elapsed(self) -> float:
+        return round(self.seconds + time.perf_counter() - self.t0, 3)
+
+
+def _session(
+    config: RunConfig,
+    d: Dist,
+    writer: RunWriter | None,
+    resume_from: tuple[Path, TrainingState] | None,
+    progress: bool,
+) -> dict[str, Any]:
+    try:
+        run = _build(config, d, writer, resume_from)
+        summary = _run(run, progress and d.is_main)
+    finally:
+        if writer is not None:
+            writer.close()
+    if writer is not None:
+        writer.summary(summary)
     return summary
 
 
-def _run(config: RunConfig, writer: RunWriter, progress: bool) -> dict[str, Any]:
-    device = resolve_device(config.device)
+def _build(
+    config: RunConfig,
+    d: Dist,
+    writer: RunWriter | None,
+    resume_from: tuple[Path, TrainingState] | None,
+) -> _Run:
     torch.manual_seed(config.seed)
     data = load_dataset(config.data, config.seed)
-    model = build_model(config.model, config.vq, data.input_shape).to(device)
+    model = build_model(config.model, config.vq, data.input_shape).to(d.device)
     tc = config.train
-    schedule = Schedule(tc.strategy, tc.steps, tc.pretrain_steps)
-    opt = torch.optim.Adam(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     sampler = BatchSampler(data.train_x.shape[0], tc.batch_size, config.seed)
+    check_batch(sampler.batch_size, d)
+    _check_codebook_fits(model, data, config, d.device)
+    if resume_from is not None:  # before DDP copies rank 0's weights to every rank
+        model.load_state_dict(load_file(str(resume_from[0] / MODEL_FILE)))
+    opt = torch.optim.Adam(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    # a quantizer with parameters (update=grad) that deferred quantization bypasses at first
+    # leaves them without gradients in those steps, which DDP must be told
+    bypassed = tc.strategy == "deferred" and any(True for _ in model.quantizer.parameters())
+    net = wrap(model, d, find_unused_parameters=bypassed)
+    schedule = Schedule(tc.strategy, tc.steps, tc.pretrain_steps)
+    run = _Run(config, d, data, model, net, opt, sampler, schedule, writer)
+    if resume_from is not None:
+        _restore(run, *resume_from)
+    return run
+
+
+def _check_codebook_fits(
+    model: VQAutoencoder, data: Dataset, config: RunConfig, device: torch.device
+) -> None:
+    """Refuse, before any step, a codebook the init could not fill from the training set."""
+    if config.vq.init not in ("kmeans", "kmeans++", "sample"):  # these pick K distinct vectors
+        return
+    vectors = data.train_x.shape[0] * encode_all(model, data.train_x[:1], device).shape[0]
+    if vectors < config.vq.codebook_size:
+        raise ConfigError(
+            f"vq.codebook_size={config.vq.codebook_size} is larger than the {vectors} encoder "
+            f"outputs of the training set; vq.init={config.vq.init} needs one per code"
+        )
+
+
+def _capture(run: _Run, *, final: bool) -> TrainingState:
+    """The state a resume needs at ``run.step`` (a final checkpoint needs only the counters)."""
+    meta = {
+        "step": run.step,
+        "phase": run.schedule.phase(run.step),
+        "finished": final,
+        "nonfinite_skipped": run.skipped,
+        "seconds": run.elapsed(),
+        "world_size": run.d.world,
+    }
+    if final:
+        return TrainingState(meta)
+    meta["sampler_position"] = run.sampler.position
+    tensors = {
+        "rng.torch": torch.get_rng_state(),
+        "sampler.generator": run.sampler.gen.get_state(),
+        "sampler.perm": run.sampler.perm,
+    }
+    if run.d.device.type == "cuda":
+        tensors["rng.cuda"] = torch.cuda.get_rng_state(run.d.device)
+    return TrainingState(meta, tensors, run.opt.state_dict())
+
+
+def _restore(run: _Run, ckpt: Path, state: TrainingState) -> None:
+    meta, tensors = state.meta, state.tensors
+    run.step, run.skipped = int(meta["step"]), int(meta["nonfinite_skipped"])
+    run.seconds = float(meta.get("seconds", 0.0))
+    run.last_checkpoint = f"step {run.step} in {ckpt}"
+    if meta["finished"]:
+        return  # the model is final; only the evaluation and summary remain
+    run.opt.load_state_dict(state.optimizer)
+    torch.set_rng_state(tensors["rng.torch"])
+    if run.d.device.type == "cuda" and "rng.cuda" in tensors:
+        torch.cuda.set_rng_state(tensors["rng.cuda"], run.d.device)
+    run.sampler.gen.set_state(tensors["sampler.generator"])
+    run.sampler.perm = tensors["sampler.perm"]
+    run.sampler.position = int(meta["sampler_position"])
+
+
+def _save(run: _Run, *, final: bool = False) -> None:
+    """Write the checkpoint (rank 0), after checking that no tensor in the state went bad."""
+    bad = first_bad_state(run.model, run.opt)
+    if bad is not None:
+        phase = run.schedule.phase(run.step - 1)
+        raise nonfinite_error(f"model state {bad}", run.step - 1, phase, run.last_checkpoint)
+    if run.d.is_main:
+        directory = run.writer.out / CHECKPOINT_DIR
+        state = _capture(run, final=final)
+        save_checkpoint(run.model, run.config, directory, run.data.input_shape, state)
+        run.last_checkpoint = f"step {run.step} in {directory}"
+
+
+def _run(run: _Run, progress: bool) -> dict[str, Any]:
+    tc, d = run.config.train, run.d
     bar = tqdm(
-        range(tc.steps),
-        desc=f"{tc.strategy} K={config.vq.codebook_size}",
+        range(run.step, tc.steps),
+        total=tc.steps,
+        initial=run.step,
+        desc=f"{tc.strategy} K={run.config.vq.codebook_size}",
         disable=not progress,
         leave=False,
     )
     for step in bar:
-        if schedule.init_at(step):
-            info = init_codebook(model, data, config, device)
-            writer.log({"step": step, "phase": "init", **info})
-        quantize = schedule.quantize_at(step)
-        x = data.train_x[sampler.next()].to(device)
-        out = model(x, quantize=quantize)
-        recon_loss = F.mse_loss(out.recon, x)
-        loss = recon_loss + (out.vq.loss if out.vq is not None else 0.0)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        if run.schedule.init_at(step):
+            try:
+                info = init_codebook(run.model, run.data, run.config, d.device, d)
+            except NonFiniteError as err:
+                raise nonfinite_error(str(err), step, "init", run.last_checkpoint) from None
+            _log(run, {"step": step, "phase": "init", **info})
+        losses = _step(run, step)
+        run.step = step + 1
         last = step == tc.steps - 1
         if step % tc.log_every == 0 or last:
-            row = {
-                "step": step,
-                "phase": schedule.phase(step),
-                "loss": loss.item(),
-                "recon_loss": recon_loss.item(),
-            }
-            if out.vq is not None:
-                row.update({k: v.item() for k, v in out.vq.losses.items()})
+            row = {"step": step, "phase": run.schedule.phase(step), **losses}
+            if tc.on_nonfinite == "skip":
+                row["nonfinite_skipped"] = run.skipped
             if step % tc.eval_every == 0 or last:
-                metrics, _ = evaluate(model, data, device, quantize=quantize)
-                row.update({"eval": True, **metrics})
-            writer.log(row)
-            bar.set_postfix(phase=schedule.phase(step), loss=f"{loss.item():.4f}")
-    metrics, samples = evaluate(model, data, device, quantize=True)
-    np.savez_compressed(writer.out / SAMPLES_FILE, **samples)
-    save_checkpoint(model, config, writer.out / "checkpoint", data.input_shape)
-    return {
-        "strategy": tc.strategy,
-        "codebook_size": config.vq.codebook_size,
-        "steps": tc.steps,
-        **metrics,
-    }
+                # the linear probes are the slow part: only the final evaluation runs them
+                metrics = _evaluate(
+                    run, step, quantize=run.schedule.quantize_at(step), probes=False
+                )
+                row.update({"eval": True, **(metrics[0] if metrics else {})})
+            _log(run, row)
+            bar.set_postfix(phase=row["phase"], loss=f"{losses['loss']:.4f}")
+        if tc.checkpoint_every and run.step % tc.checkpoint_every == 0 and not last:
+            _save(run)
+    summary = None
+    evaluated = _evaluate(run, tc.steps - 1, quantize=True)
+    if evaluated is not None:  # rank 0
+        metrics, samples = evaluated
+        np.savez_compressed(run.writer.out / SAMPLES_FILE, **samples)
+        summary = {
+            "strategy": tc.strategy,
+            "codebook_size": run.config.vq.codebook_size,
+            "steps": tc.steps,
+            **metrics,
+            "nonfinite_skipped": run.skipped,
+        }
+    _save(run, final=True)
+    summary = share(summary, d)
+    summary["seconds"] = run.elapsed()
+    return summary
+
+
+def _evaluate(
+    run: _Run, step: int, *, quantize: bool, probes: bool = True
+) -> tuple[dict, dict] | None:
+    """Rank 0 evaluates the whole test set (global diagnostics); other ranks get None.
+
+    A model that diverged can be finite yet so large that the quantizer's input check refuses
+    it (squared distances would overflow): that ``ValueError`` ends the run like a non-finite
+    value, naming the step; on_main makes every rank stop with it.
+    """
+
+    def on_rank0() -> tuple[dict, dict]:
+        try:
+            return evaluate(run.model, run.data, run.d.device, quantize=quantize, probes=probes)
+        except ValueError as err:
+            phase = run.schedule.phase(step)
+            raise nonfinite_error(
+                f"or overflowing values in the evaluation ({err})", step, phase, run.last_checkpoint
+            ) from err
+
+    return on_main(on_rank0, run.d)
+
+
+def _log(run: _Run, row: dict[str, Any]) -> None:
+    if run.writer is not None:
+        run.writer.log(row)
+
+
+def _step(run: _Run, step: int) -> dict[str, float]:
+    """One optimizer step on this rank's shard of the global batch -> losses (rank mean).
+
+    The non-finite checks of every loss term, the codebook and the gradients are reduced over
+    ranks with the losses, in one collective and one device sync, so all ranks decide alike.
+    """
+    quantize = run.schedule.quantize_at(step)
+    x = run.data.train_x[shard(run.sampler.next(), run.d)].to(run.d.device)
+    skip = run.config.train.on_nonfinite == "skip"
+    saved = snapshot(run.model.quantizer) if skip else None  # the EMA update happens in forward
+    # The guard below checks this step after the fact, on every rank alike. The quantizer's own
+    # NaN/Inf input check would instead raise mid-forward, and under DDP on one rank only,
+    # leaving the others waiting in a collective; it would also cost a second sync per step.
+    with value_checks(False):
+        out = run.net(x, quantize=quantize)
+    recon_loss = F.mse_loss(out.recon, x)
+    loss = recon_loss + (out.vq.loss if out.vq is not None else 0.0)
+    run.opt.zero_grad(set_to_none=True)
+    loss.backward()
+    terms = {"loss": loss, "recon_loss": recon_loss}
+    terms.update(out.vq.losses if out.vq is not None else {})
+    checks = {f"loss term {name!r}": is_finite(t) for name, t in terms.items() if name != "loss"}
+    if quantize:
+        checks["codebook"] = is_finite(run.model.quantizer.codebook)
+    checks["gradient"] = grads_finite(list(run.model.parameters()))
+    values = torch.stack([t.detach().float() for t in terms.values()])
+    flags = (~torch.stack(list(checks.values()))).float()
+    packed = sum_over_ranks(torch.cat([values, flags]), run.d).tolist()  # the one sync
+    losses = {name: v / run.d.world for name, v in zip(terms, packed)}
+    bad = [name for name, flag in zip(checks, packed[len(terms) :]) if flag > 0]
+    if not bad:
+        run.opt.step()
+        return losses
+    what = first_bad_gradient(run.model) if bad[0] == "gradient" else bad[0]
+    phase = run.schedule.phase(step)
+    if not skip:
+        raise nonfinite_error(what, step, phase, run.last_checkpoint)
+    # skip: no optimizer step, and the quantizer's state as it was before this batch
+    run.opt.zero_grad(set_to_none=True)
+    restore(run.model.quantizer, saved)
+    run.skipped += 1
+    if not bool(is_finite(run.model.quantizer.codebook)):  # the weights themselves went bad
+        raise nonfinite_error(f"{what} (not skippable)", step, phase, run.last_checkpoint)
+    return losses
