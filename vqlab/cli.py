@@ -18,6 +18,7 @@ import typer
 
 from vqlab.config import ConfigError, load_config
 from vqlab.data.errors import DataError
+from vqlab.training.checkpoint import CheckpointError
 from vqlab.training.logging import RunFolderError
 
 app = typer.Typer(
@@ -28,8 +29,15 @@ app = typer.Typer(
     help="Train vector-quantized tokenizers that do not collapse, and show whether they did.",
 )
 
-USER_ERRORS = (ConfigError, DataError, RunFolderError, FileNotFoundError, NotADirectoryError)
-REPLICATIONS = ("synthetic",)
+USER_ERRORS = (
+    ConfigError,
+    DataError,
+    RunFolderError,
+    CheckpointError,
+    FileNotFoundError,
+    NotADirectoryError,
+)
+REPLICATIONS = ("synthetic", "cifar10", "capacity", "init")
 
 
 class UsageError(ValueError):
@@ -59,19 +67,84 @@ def _jobs(jobs: int) -> int:
 
 @app.command()
 def train(
-    out: OutOpt,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Output folder (the run folder itself).")
+    ] = None,
     config: Annotated[Path | None, typer.Option(help="YAML config file.")] = None,
     set_: SetOpt = None,
     overwrite: Annotated[bool, typer.Option(help="Replace a non-empty --out folder.")] = False,
     quiet: QuietOpt = False,
+    resume: Annotated[
+        Path | None,
+        typer.Option(
+            help="Continue this run folder from its last checkpoint, with the config saved "
+            "there (so no --config, --set, --out or --overwrite)."
+        ),
+    ] = None,
+    nproc: Annotated[
+        int,
+        typer.Option(help="Processes (one GPU each) sharing every batch; >1 launches torchrun."),
+    ] = 1,
 ) -> None:
     """Train one run; writes config.yaml, metrics.jsonl, summary.json, checkpoint/ under --out."""
+    from vqlab.training.loop import resume as resume_run
     from vqlab.training.loop import train as train_run
 
-    cfg = load_config(config, set_ or [])
-    summary = train_run(cfg, out, overwrite=overwrite, progress=not quiet, command=_command())
-    keys = ("strategy", "codebook_size", "perplexity", "usage", "recon_mse", "seconds")
-    typer.echo(json.dumps({k: summary.get(k) for k in keys}))
+    if resume is not None and (config or set_ or out or overwrite):
+        raise UsageError(
+            "--resume continues a run with the config saved in its folder; "
+            "leave out --config, --set, --out and --overwrite"
+        )
+    if resume is None and out is None:
+        raise UsageError("Missing option '--out' (or --resume RUN_DIR)")
+    if nproc < 1:
+        raise UsageError(f"--nproc must be >= 1; got {nproc}")
+    if nproc > 1:
+        raise typer.Exit(_launch(nproc, out, config, set_ or [], overwrite, quiet, resume))
+    command = os.environ.get("VQLAB_COMMAND") or _command()  # the launcher's, under --nproc
+    if resume is not None:
+        summary = resume_run(resume, progress=not quiet, command=command)
+    else:
+        cfg = load_config(config, set_ or [])
+        summary = train_run(cfg, out, overwrite=overwrite, progress=not quiet, command=command)
+    if int(os.environ.get("RANK", "0")) == 0:  # one line for the whole run under torchrun
+        keys = ("strategy", "codebook_size", "perplexity", "usage", "recon_mse", "seconds")
+        typer.echo(json.dumps({k: summary.get(k) for k in keys}))
+
+
+def _launch(
+    nproc: int,
+    out: Path | None,
+    config: Path | None,
+    sets: list[str],
+    overwrite: bool,
+    quiet: bool,
+    resume: Path | None,
+) -> int:
+    """``vqlab train --nproc N``: check the input here (one error line, not N), then torchrun."""
+    from vqlab.training.distributed import launch
+    from vqlab.training.logging import check_out_dir
+
+    if "WORLD_SIZE" in os.environ:
+        raise UsageError("--nproc starts torchrun itself; under torchrun leave it out")
+    if resume is not None:
+        if not (resume / "config.yaml").is_file():
+            raise UsageError(f"--resume {resume}: not a run folder (no config.yaml there)")
+        cfg = load_config(resume / "config.yaml")
+        argv = ["train", "--resume", str(resume)]
+    else:
+        cfg = load_config(config, sets)
+        check_out_dir(out, overwrite=overwrite)
+        argv = ["train", "--out", str(out), *(["--config", str(config)] if config else [])]
+        argv += [a for s in sets for a in ("--set", s)] + (["--overwrite"] if overwrite else [])
+    if cfg.train.batch_size % nproc:
+        raise UsageError(
+            f"train.batch_size={cfg.train.batch_size} must be divisible by --nproc {nproc} "
+            "(every process trains on an equal shard of each batch)"
+        )
+    # the children record the command that was typed, --nproc included
+    env = {**os.environ, "VQLAB_COMMAND": _command()}
+    return launch(nproc, argv + (["--quiet"] if quiet else []), env=env)
 
 
 @app.command()
@@ -127,7 +200,7 @@ def sweep(
 
 @app.command()
 def replicate(
-    name: Annotated[str, typer.Argument(help="Experiment: synthetic.")],
+    name: Annotated[str, typer.Argument(help="Experiment: synthetic, cifar10, capacity, init.")],
     out: OutOpt,
     data: Annotated[Path | None, typer.Option(help="Dataset path (image experiments).")] = None,
     preset: Annotated[str, typer.Option(help="cpu or gpu sizing.")] = "cpu",
@@ -135,14 +208,20 @@ def replicate(
     quiet: QuietOpt = False,
 ) -> None:
     """Reproduce a paper experiment into --out (report.md, results.csv, plots/)."""
-    from vqlab.experiments.replications import PRESETS, replicate_synthetic
+    from vqlab.experiments.replications import replicate as run_replication
 
     if name not in REPLICATIONS:
         raise UsageError(f"unknown experiment {name!r}; choose one of {list(REPLICATIONS)}")
-    if preset not in PRESETS:
-        raise UsageError(f"unknown preset {preset!r}; choose one of {list(PRESETS)}")
-    replicate_synthetic(
-        out, preset=preset, jobs=_jobs(jobs), progress=not quiet, command=_command()
+    if preset not in ("cpu", "gpu"):
+        raise UsageError(f"unknown preset {preset!r}; choose one of ['cpu', 'gpu']")
+    run_replication(
+        name,
+        out,
+        data=data,
+        preset=preset,
+        jobs=_jobs(jobs),
+        progress=not quiet,
+        command=_command(),
     )
     typer.echo(f"report: {out / 'report.md'}")
 
@@ -177,6 +256,11 @@ def main(argv: list[str] | None = None) -> int:
         if type(err).__name__ == "Abort":
             typer.echo("vqlab: aborted", err=True)
             return 130
+        from vqlab.training.guard import NonFiniteError
+
+        if isinstance(err, NonFiniteError):  # the run went bad, not the input: exit code 1
+            typer.echo("vqlab: error: " + " ".join(str(err).split()), err=True)
+            return 1
         raise
     return code if isinstance(code, int) else 0
 

@@ -92,6 +92,8 @@ def test_test_limit_is_a_fixed_class_balanced_subset():
     # same rows for every run seed: the subset is drawn with its own fixed seed
     full = load_dataset(load_config(None, base[:2]).data, seed=0)
     rows = [(full.test_x == x).all(1).nonzero().item() for x in a.test_x]
-    rows_b = [(load_dataset(load_config(None, base[:2]).data, seed=5).test_x == x).all(1)
-              .nonzero().item() for x in b.test_x]
+    rows_b = [
+        (load_dataset(load_config(None, base[:2]).data, seed=5).test_x == x).all(1).nonzero().item()
+        for x in b.test_x
+    ]
     assert rows == rows_b

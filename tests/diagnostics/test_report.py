@@ -156,8 +156,11 @@ def test_bad_arguments_raise():
         diagnose(codebook=codebook, labels=labels)
     with pytest.raises(ValueError, match="same shape"):
         diagnose(codebook=codebook, reconstructions=x, inputs=x[:3])
-    with pytest.raises(ValueError, match="at least 2 rows"):
-        diagnose(codebook=codebook[:1])
+    with pytest.raises(ValueError, match="at least 1 row"):
+        diagnose(codebook=codebook[:0])
+    # one code is a (fully collapsed) result, not an error: it has no pairs, so no spread
+    single = diagnose(codebook=codebook[:1], embeddings=x, indices=torch.zeros_like(idx))
+    assert single["codebook_mean_l2"] == 0.0 and single["coverage_ratio"] == 0.0
 
 
 def test_diagnose_without_codebook_gives_embedding_metrics_only():

@@ -14,7 +14,6 @@ import torch
 from vqlab.config import DataConfig
 from vqlab.data.synthetic import gaussian_mixture
 
-
 TEST_SUBSET_SEED = 1234
 
 

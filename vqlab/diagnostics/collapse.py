@@ -25,14 +25,12 @@ import torch.nn.functional as F
 from vqlab.diagnostics.distances import _check_matrix, mean_pairwise_l2
 from vqlab.diagnostics.usage import code_counts
 from vqlab.quantizers.distance import nearest_code
+from vqlab.validation import check_int, check_integer, check_number
 
 
 def _check_labels(labels: torch.Tensor, n: int | None, name: str = "labels") -> None:
     """Check an integer (N,) tensor; ``n=None`` accepts any length."""
-    if not isinstance(labels, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor; got {type(labels).__name__}")
-    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
-        raise TypeError(f"{name} must have an integer dtype; got {labels.dtype}")
+    check_integer(labels, name)
     if labels.dim() != 1 or (n is not None and labels.shape[0] != n):
         want = "(N,)" if n is None else f"({n},)"
         raise ValueError(f"{name} must have shape {want}; got {tuple(labels.shape)}")
@@ -52,8 +50,7 @@ def effective_dim(codebook: torch.Tensor, threshold: float = 0.99) -> int:
     Returns an int in ``[0, min(K, D)]``; 0 only when every code is the same vector.
     """
     _check_matrix(codebook, "codebook", min_rows=1)
-    if not 0.0 < threshold <= 1.0:
-        raise ValueError(f"threshold must lie in (0, 1]; got {threshold}")
+    check_number(threshold, "threshold", low=0.0, high=1.0, low_open=True)
     var = _centered_singular_values(codebook) ** 2  # (min(K, D),) variance per component
     total = var.sum()
     if total.item() == 0.0:
@@ -118,8 +115,8 @@ def stratified_split(
     _check_labels(labels, None)
     if labels.numel() < 2:
         raise ValueError(f"stratified_split needs at least 2 labels; got {labels.numel()}")
-    if not 0.0 < test_fraction < 1.0:
-        raise ValueError(f"test_fraction must lie in (0, 1); got {test_fraction}")
+    check_number(test_fraction, "test_fraction", low=0.0, high=1.0, low_open=True, high_open=True)
+    check_int(seed, "seed")
     gen = torch.Generator().manual_seed(seed)
     _, inverse = torch.unique(labels.detach().cpu(), return_inverse=True)
     train, test = [], []
@@ -155,10 +152,9 @@ def probe_accuracy(
     """
     _check_matrix(features, "features", min_rows=2)
     _check_labels(labels, features.shape[0])
-    if l2 < 0:
-        raise ValueError(f"l2 must be >= 0; got {l2}")
-    if max_iter < 1:
-        raise ValueError(f"max_iter must be >= 1; got {max_iter}")
+    check_number(l2, "l2", low=0.0)
+    check_int(max_iter, "max_iter", minimum=1)
+    check_int(seed, "seed")
     _, y = torch.unique(labels.detach(), return_inverse=True)
     n_classes = int(y.max().item()) + 1
     if n_classes < 2:
@@ -227,8 +223,9 @@ def mode_stats(indices: torch.Tensor, labels: torch.Tensor, codebook_size: int) 
 
 
 def _check_recon_means(reconstructions: torch.Tensor, means: torch.Tensor) -> None:
-    _check_matrix(reconstructions, "reconstructions", min_rows=1)
-    _check_matrix(means, "means", min_rows=1)
+    # the mode metrics search nearest means in fp32
+    _check_matrix(reconstructions, "reconstructions", min_rows=1, compute=torch.float32)
+    _check_matrix(means, "means", min_rows=1, compute=torch.float32)
     if reconstructions.shape[1] != means.shape[1]:
         raise ValueError(
             f"reconstructions have d={reconstructions.shape[1]} but means have d={means.shape[1]}"
@@ -244,8 +241,7 @@ def modes_in_recon(reconstructions: torch.Tensor, means: torch.Tensor, radius: f
     Returns an int in ``[0, M]``.
     """
     _check_recon_means(reconstructions, means)
-    if not radius > 0:
-        raise ValueError(f"radius must be > 0; got {radius}")
+    check_number(radius, "radius", low=0.0, low_open=True)
     # For each mean, its nearest reconstruction: "is any reconstruction close" in one search.
     sq = nearest_code(means.detach().float(), reconstructions.detach().float()).distances
     return int((sq <= radius * radius).sum().item())

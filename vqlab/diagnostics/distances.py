@@ -16,21 +16,18 @@ from __future__ import annotations
 import torch
 
 from vqlab.quantizers.distance import DEFAULT_MAX_BYTES, nearest_code
+from vqlab.validation import check_matrix, check_values
 
 DEFAULT_CHUNK_BYTES = 64 * 2**20
 
 
-def _check_matrix(x: torch.Tensor, name: str, min_rows: int) -> None:
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor; got {type(x).__name__}")
-    if not x.is_floating_point():
-        raise TypeError(f"{name} must have a floating-point dtype; got {x.dtype}")
-    if x.dim() != 2:
-        raise ValueError(f"{name} must have shape (N, D); got {tuple(x.shape)}")
-    if x.shape[0] < min_rows:
-        raise ValueError(f"{name} needs at least {min_rows} rows; got {x.shape[0]}")
-    if x.shape[1] == 0:
-        raise ValueError(f"{name} has zero columns (D=0)")
+def _check_matrix(
+    x: torch.Tensor, name: str, min_rows: int, *, compute: torch.dtype = torch.float64
+) -> None:
+    """A floating-point (N, D) tensor of real data with N >= min_rows, D >= 1, and finite
+    values whose squared distances fit in ``compute`` (see :mod:`vqlab.validation`)."""
+    check_matrix(x, name, min_rows=min_rows)
+    check_values({name: x}, compute=compute)
 
 
 def _block_rows(cols: int, chunk_bytes: int) -> int:
@@ -95,7 +92,8 @@ def mean_pairwise_cos_dist(x: torch.Tensor) -> float:
     s = u.sum(dim=0)  # (D,)
     cos_sum = ((s * s).sum() - nonzero.sum()) / 2
     pairs = n * (n - 1) / 2
-    return 1.0 - cos_sum.item() / pairs
+    # clamp: rounding in the closed form can step just outside [0, 2] (-4e-16 for equal rows)
+    return min(2.0, max(0.0, 1.0 - cos_sum.item() / pairs))
 
 
 @torch.no_grad()
@@ -108,8 +106,8 @@ def mean_nearest_distance(
     The search is :func:`vqlab.quantizers.distance.nearest_code` (fp32, memory-bounded by
     ``max_bytes``); the mean is taken in float64.
     """
-    _check_matrix(x, "x", min_rows=1)
-    _check_matrix(codebook, "codebook", min_rows=1)
+    _check_matrix(x, "x", min_rows=1, compute=torch.float32)  # the search runs in fp32
+    _check_matrix(codebook, "codebook", min_rows=1, compute=torch.float32)
     if x.shape[1] != codebook.shape[1]:
         raise ValueError(f"x has D={x.shape[1]} but the codebook has D={codebook.shape[1]}")
     sq = nearest_code(x.detach(), codebook.detach(), max_bytes=max_bytes).distances  # (N,)

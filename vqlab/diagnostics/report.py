@@ -30,9 +30,12 @@ Definitions not spelled out in the other modules:
   the caller's data uses.
 
 An argument given without the partners it needs raises ``ValueError`` instead of being ignored.
+Every argument is checked before any metric is computed (see :func:`diagnose` for the policy).
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 
@@ -52,6 +55,14 @@ from vqlab.diagnostics.distances import (
     mean_pairwise_l2,
 )
 from vqlab.diagnostics.usage import code_counts, dead_codes, perplexity, usage
+from vqlab.validation import (
+    check_float,
+    check_int,
+    check_integer,
+    check_number,
+    check_same_device,
+    check_values,
+)
 
 EMBEDDING_SAMPLE = 8192
 
@@ -65,9 +76,68 @@ def _check_lengths(**tensors: torch.Tensor | None) -> None:
 
 
 def _check_1d(t: torch.Tensor | None, name: str) -> None:
-    if t is not None and (not isinstance(t, torch.Tensor) or t.dim() != 1):
-        shape = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
-        raise ValueError(f"{name} must be a (N,) tensor; got {shape}")
+    if t is not None and check_integer(t, name).dim() != 1:
+        raise ValueError(f"{name} must be a (N,) tensor; got {tuple(t.shape)}")
+
+
+def _check_inputs(
+    *,
+    codebook,
+    embeddings,
+    indices,
+    labels,
+    reconstructions,
+    inputs,
+    means,
+    mode_radius,
+    embedding_sample,
+    seed,
+) -> None:
+    """Every argument of :func:`diagnose`, checked before any metric is computed."""
+    check_int(embedding_sample, "embedding_sample", minimum=2)
+    check_int(seed, "seed")
+    if mode_radius is not None:
+        check_number(mode_radius, "mode_radius", low=0.0, low_open=True)
+    if codebook is None and indices is not None:
+        raise ValueError("diagnose got indices without a codebook")
+    # codebook and embeddings meet in the fp32 nearest-code search
+    if codebook is not None:
+        _check_matrix(codebook, "codebook", min_rows=1, compute=torch.float32)
+    if embeddings is not None:
+        _check_matrix(embeddings, "embeddings", min_rows=1, compute=torch.float32)
+        if codebook is not None and embeddings.shape[1] != codebook.shape[1]:
+            raise ValueError(
+                f"embeddings have D={embeddings.shape[1]} but the codebook has "
+                f"D={codebook.shape[1]}"
+            )
+    _check_1d(indices, "indices")
+    _check_1d(labels, "labels")
+    for name, t in (("indices", indices), ("labels", labels)):
+        if t is not None and t.numel() == 0:
+            raise ValueError(f"{name} is empty (N=0); diagnose needs at least one position")
+    for name, t in (("reconstructions", reconstructions), ("inputs", inputs), ("means", means)):
+        if t is not None:
+            check_float(t, name)
+    _check_lengths(embeddings=embeddings, indices=indices, labels=labels)
+    given = {
+        "codebook": codebook,
+        "embeddings": embeddings,
+        "indices": indices,
+        "labels": labels,
+        "reconstructions": reconstructions,
+        "inputs": inputs,
+        "means": means,
+    }
+    check_same_device(**{name: t for name, t in given.items() if t is not None})
+    _check_partners(
+        embeddings=embeddings,
+        indices=indices,
+        labels=labels,
+        reconstructions=reconstructions,
+        inputs=inputs,
+        means=means,
+        mode_radius=mode_radius,
+    )
 
 
 def _sample_rows(x: torch.Tensor, limit: int, seed: int) -> torch.Tensor:
@@ -77,6 +147,37 @@ def _sample_rows(x: torch.Tensor, limit: int, seed: int) -> torch.Tensor:
     gen = torch.Generator().manual_seed(seed)
     keep = torch.randperm(x.shape[0], generator=gen)[:limit].to(x.device)
     return x[keep]
+
+
+def _spread_l2(x: torch.Tensor) -> float:
+    """Mean pairwise L2 of the rows; 0.0 for a single row (no pairs, no spread)."""
+    return mean_pairwise_l2(x) if x.shape[0] >= 2 else 0.0
+
+
+def _ratio(num: float, den: float) -> float:
+    """``num / den`` with ``x / 0 = inf`` for ``x > 0`` and ``0 / 0 = 0`` (collapsed spreads)."""
+    if den == 0.0:
+        return math.inf if num > 0.0 else 0.0
+    return num / den
+
+
+def _class_metrics(
+    embeddings: torch.Tensor, labels: torch.Tensor, seed: int, probes: bool = True
+) -> dict[str, float]:
+    """class_separation and probe_accuracy where the labels allow them, and the effective rank.
+
+    Separation needs two classes; the probe also needs a class with two members (so that the
+    stratified split has a test set). With fewer, the keys are left out rather than raising
+    after a whole training run.
+    """
+    out: dict[str, float] = {}
+    sizes = torch.unique(labels.detach(), return_counts=True)[1]  # (C,)
+    if sizes.numel() >= 2:
+        out["class_separation"] = class_separation(embeddings, labels)
+        if probes and bool((sizes >= 2).any()):
+            out["probe_accuracy"] = probe_accuracy(embeddings, labels, seed=seed)
+    out["embedding_effective_rank"] = effective_rank(embeddings)
+    return out
 
 
 @torch.no_grad()
@@ -92,6 +193,7 @@ def diagnose(
     mode_radius: float | None = None,
     embedding_sample: int = EMBEDDING_SAMPLE,
     seed: int = 0,
+    probes: bool = True,
 ) -> dict[str, float]:
     """Collapse and usage metrics as plain Python numbers (JSON-serialisable).
 
@@ -103,28 +205,19 @@ def diagnose(
     reconstructions are (N, d) and means (M, d) are the true mode centres (labels index them).
     mode_radius: distance within which a reconstruction counts as landing on a mode.
     embedding_sample, seed: subsample for ``embedding_mean_l2``.
+    probes: False leaves out ``probe_accuracy`` (a linear probe fit: the slow part).
     Integer-valued metrics come back as ``int``, the rest as ``float``.
+
+    Input policy (see :mod:`vqlab.validation`): tensors on one device, floating point where
+    vectors are expected (any of fp16, bf16, fp32, fp64; computed in fp64, the nearest-code
+    search in fp32) and integer for indices and labels, no NaN or Inf (a ``ValueError`` naming
+    the tensor), K >= 1 and N >= 1. Degenerate but valid input gives defined numbers, not an
+    error: one code or one embedding has mean pairwise distance 0.0; a zero embedding spread
+    makes ``coverage_ratio`` inf (0.0 if the codebook spread is 0 too); the class metrics are
+    left out when the labels hold a single class (see :func:`_class_metrics`).
     """
-    if codebook is None:
-        if indices is not None:
-            raise ValueError("diagnose got indices without a codebook")
-        return _diagnose_embeddings(
-            embeddings, labels, reconstructions, inputs, means, mode_radius, embedding_sample, seed
-        )
-    _check_matrix(codebook, "codebook", min_rows=2)
-    _check_1d(indices, "indices")
-    _check_1d(labels, "labels")
-    if embeddings is not None:
-        _check_matrix(embeddings, "embeddings", min_rows=2)
-        if embeddings.shape[1] != codebook.shape[1]:
-            raise ValueError(
-                f"embeddings have D={embeddings.shape[1]} but the codebook has "
-                f"D={codebook.shape[1]}"
-            )
-    _check_lengths(embeddings=embeddings, indices=indices, labels=labels)
-    if embedding_sample < 2:
-        raise ValueError(f"embedding_sample must be >= 2; got {embedding_sample}")
-    _check_partners(
+    _check_inputs(
+        codebook=codebook,
         embeddings=embeddings,
         indices=indices,
         labels=labels,
@@ -132,16 +225,17 @@ def diagnose(
         inputs=inputs,
         means=means,
         mode_radius=mode_radius,
+        embedding_sample=embedding_sample,
+        seed=seed,
     )
-
-    codebook = codebook.detach()
-    k = codebook.shape[0]
-    out: dict[str, float] = {
-        "codebook_size": k,
-        "codebook_mean_l2": mean_pairwise_l2(codebook),
-        "codebook_mean_cos_dist": mean_pairwise_cos_dist(codebook),
-        "effective_dim": effective_dim(codebook),
-    }
+    out: dict[str, float] = {}
+    if codebook is not None:
+        codebook = codebook.detach()
+        k = codebook.shape[0]
+        out["codebook_size"] = k
+        out["codebook_mean_l2"] = _spread_l2(codebook)
+        out["codebook_mean_cos_dist"] = mean_pairwise_cos_dist(codebook) if k >= 2 else 0.0
+        out["effective_dim"] = effective_dim(codebook)
     if indices is not None:
         counts = code_counts(indices, k)
         out["perplexity"] = perplexity(counts)
@@ -149,11 +243,12 @@ def diagnose(
         out["dead_codes"] = dead_codes(counts)
     if embeddings is not None:
         z_e = embeddings.detach()
-        out["embedding_mean_l2"] = mean_pairwise_l2(_sample_rows(z_e, embedding_sample, seed))
-        out["coverage_ratio"] = out["codebook_mean_l2"] / out["embedding_mean_l2"]
-        out["mean_nearest_distance"] = mean_nearest_distance(z_e, codebook)
+        out["embedding_mean_l2"] = _spread_l2(_sample_rows(z_e, embedding_sample, seed))
+        if codebook is not None:
+            out["coverage_ratio"] = _ratio(out["codebook_mean_l2"], out["embedding_mean_l2"])
+            out["mean_nearest_distance"] = mean_nearest_distance(z_e, codebook)
         if indices is not None:
-            z_q = codebook[indices.to(codebook.device)].to(z_e.device)  # (N, D)
+            z_q = codebook[indices]  # (N, D)
             diff = z_e.to(torch.float64) - z_q.to(torch.float64)
             out["quant_mse"] = (diff * diff).sum(dim=1).mean().item()
     if reconstructions is not None and inputs is not None:
@@ -161,35 +256,7 @@ def diagnose(
     if labels is not None and indices is not None:
         out.update(mode_stats(indices, labels, k))
     if labels is not None and embeddings is not None:
-        out["class_separation"] = class_separation(embeddings, labels)
-        out["probe_accuracy"] = probe_accuracy(embeddings, labels, seed=seed)
-        out["embedding_effective_rank"] = effective_rank(embeddings)
-    if reconstructions is not None and means is not None and mode_radius is not None:
-        out["modes_in_recon"] = modes_in_recon(reconstructions, means, mode_radius)
-    if reconstructions is not None and means is not None and labels is not None:
-        out["recon_mode_accuracy"] = recon_mode_accuracy(reconstructions, labels, means)
-    return out
-
-
-def _diagnose_embeddings(
-    embeddings, labels, reconstructions, inputs, means, mode_radius, embedding_sample, seed
-) -> dict[str, float]:
-    """The codebook-free part of :func:`diagnose` (same keys, same definitions)."""
-    _check_1d(labels, "labels")
-    _check_partners(embeddings=embeddings, labels=labels, reconstructions=reconstructions,
-                    inputs=inputs, means=means, mode_radius=mode_radius)
-    out: dict[str, float] = {}
-    if embeddings is not None:
-        _check_matrix(embeddings, "embeddings", min_rows=2)
-        _check_lengths(embeddings=embeddings, labels=labels)
-        z_e = embeddings.detach()
-        out["embedding_mean_l2"] = mean_pairwise_l2(_sample_rows(z_e, embedding_sample, seed))
-        if labels is not None:
-            out["class_separation"] = class_separation(z_e, labels)
-            out["probe_accuracy"] = probe_accuracy(z_e, labels, seed=seed)
-            out["embedding_effective_rank"] = effective_rank(z_e)
-    if reconstructions is not None and inputs is not None:
-        out["recon_mse"] = _recon_mse(reconstructions, inputs)
+        out.update(_class_metrics(embeddings, labels, seed, probes))
     if reconstructions is not None and means is not None and mode_radius is not None:
         out["modes_in_recon"] = modes_in_recon(reconstructions, means, mode_radius)
     if reconstructions is not None and means is not None and labels is not None:
@@ -218,8 +285,7 @@ def _check_partners(**given: object) -> None:
 def _recon_mse(reconstructions: torch.Tensor, inputs: torch.Tensor) -> float:
     """Mean over all elements of the squared error, in float64."""
     for name, t in (("reconstructions", reconstructions), ("inputs", inputs)):
-        if not isinstance(t, torch.Tensor) or not t.is_floating_point():
-            raise TypeError(f"{name} must be a floating-point tensor")
+        check_float(t, name)
     if reconstructions.shape != inputs.shape:
         raise ValueError(
             f"reconstructions {tuple(reconstructions.shape)} and inputs {tuple(inputs.shape)} "
@@ -227,5 +293,6 @@ def _recon_mse(reconstructions: torch.Tensor, inputs: torch.Tensor) -> float:
         )
     if inputs.numel() == 0:
         raise ValueError("recon_mse needs at least one element; got empty inputs")
+    check_values({"reconstructions": reconstructions, "inputs": inputs}, compute=torch.float64)
     diff = reconstructions.detach().to(torch.float64) - inputs.detach().to(torch.float64)
     return (diff * diff).mean().item()

@@ -18,11 +18,12 @@ import math
 
 import torch
 
+from vqlab.validation import check_integer, check_tensor
+
 
 def _check_counts(counts: torch.Tensor, fn: str) -> torch.Tensor:
     """Return ``counts`` as a detached float64 (K,) tensor after checking it."""
-    if not isinstance(counts, torch.Tensor):
-        raise TypeError(f"{fn} expects counts as a torch.Tensor; got {type(counts).__name__}")
+    check_tensor(counts, f"{fn}'s counts")
     if counts.dtype == torch.bool or counts.is_complex():
         raise TypeError(f"{fn} expects integer or float counts; got dtype {counts.dtype}")
     if counts.dim() != 1 or counts.numel() == 0:
@@ -43,10 +44,7 @@ def code_counts(indices: torch.Tensor, codebook_size: int) -> torch.Tensor:
     indices: any shape, integer dtype, values in ``[0, codebook_size)``.
     Returns (K,) int64 counts on the device of ``indices``; an empty ``indices`` gives zeros.
     """
-    if not isinstance(indices, torch.Tensor):
-        raise TypeError(f"indices must be a torch.Tensor; got {type(indices).__name__}")
-    if indices.is_floating_point() or indices.is_complex() or indices.dtype == torch.bool:
-        raise TypeError(f"indices must have an integer dtype; got {indices.dtype}")
+    check_integer(indices, "indices")
     if isinstance(codebook_size, bool) or not isinstance(codebook_size, int):
         raise TypeError(f"codebook_size must be an int; got {type(codebook_size).__name__}")
     if codebook_size < 1:

@@ -28,6 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vqlab.config import ConfigError
+
 MAX_GROUPS = 32
 
 
@@ -209,18 +211,19 @@ def check_image_shape(input_shape: tuple[int, ...], downsample: int) -> None:
 
     ``input_shape`` is one sample's ``(C, H, W)``; H and W must be multiples of ``downsample``
     (28 with f=4 gives a 7x7 grid; 28 with f=8 is refused rather than silently cropped).
+    A mismatch is a :class:`~vqlab.config.ConfigError`: the config does not fit the data.
     """
     if len(input_shape) != 3:
-        raise ValueError(
+        raise ConfigError(
             f"model.kind=conv needs images (B, C, H, W); got samples of shape {input_shape}"
             " (use model.kind=mlp for vector data)"
         )
     c, h, w = input_shape
     if c < 1:
-        raise ValueError(f"model.kind=conv needs >= 1 image channel; got {input_shape}")
+        raise ConfigError(f"model.kind=conv needs >= 1 image channel; got {input_shape}")
     if h % downsample or w % downsample:
         ok = [s for s in (1, 2, 4, 8, 16, 32) if h % s == 0 and w % s == 0]
-        raise ValueError(
+        raise ConfigError(
             f"image size {h}x{w} is not divisible by model.downsample={downsample}; "
             f"factors that fit this size: {ok}"
         )

@@ -30,6 +30,7 @@ from typing import NamedTuple
 import torch
 
 from vqlab.quantizers.distance import DEFAULT_MAX_BYTES, nearest_code
+from vqlab.validation import check_tensor, check_values
 
 INITS = ("kmeans++", "kmeans||", "random")
 
@@ -50,8 +51,7 @@ class KMeansResult(NamedTuple):
 
 
 def _check_points(x: object, k: object) -> None:
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"x must be a torch.Tensor of shape (N, D); got {type(x).__name__}")
+    check_tensor(x, "x")
     if x.dim() != 2:
         raise ValueError(f"x must have shape (N, D); got shape {tuple(x.shape)}")
     if not x.is_floating_point():
@@ -64,8 +64,7 @@ def _check_points(x: object, k: object) -> None:
         raise ValueError(f"k={k} centroids need at least k points, but x has only {x.shape[0]}")
     if x.shape[1] == 0:
         raise ValueError("x has dimension D=0")
-    if not bool(torch.isfinite(x).all()):
-        raise ValueError("x contains NaN or infinite values")
+    check_values({"x": x}, what="k-means")  # NaN, Inf, or too large for fp32 (one sync)
 
 
 def _make_generator(seed: object, generator: torch.Generator | None) -> torch.Generator:
