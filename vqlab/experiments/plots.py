@@ -17,6 +17,15 @@ from vqlab.training.logging import read_metrics  # noqa: E402
 COLORS = {"standard": "tab:red", "deferred": "tab:blue"}
 
 
+def _save(fig: plt.Figure, out: str | Path, title: str) -> Path:
+    """Title, lay out, write the PNG and free the figure."""
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return Path(out)
+
+
 def pca_2d(fit: np.ndarray, *others: np.ndarray) -> list[np.ndarray]:
     """Project ``fit`` and ``others`` (rows of the same width) on fit's first two PCs."""
     mean = fit.mean(0)
@@ -68,11 +77,7 @@ def plot_tokens(samples: dict[str, str | Path], out: str | Path, title: str = ""
         )
         ax.set_title(f"{label}: embeddings and tokens (PCA of embeddings)")
         ax.legend(loc="best", fontsize=8, markerscale=1.5)
-    fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return Path(out)
+    return _save(fig, out, title)
 
 
 def plot_vs_codebook_size(
@@ -138,11 +143,7 @@ def plot_against(
         ax.set_title(metric)
         ax.grid(alpha=0.3)
     axes[0, 0].legend(fontsize=8)
-    fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return Path(out)
+    return _save(fig, out, title)
 
 
 def plot_over_training(
@@ -162,8 +163,4 @@ def plot_over_training(
         ax.set_title(metric)
         ax.grid(alpha=0.3)
     axes[0, 0].legend(fontsize=8)
-    fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return Path(out)
+    return _save(fig, out, title)
