@@ -37,8 +37,10 @@ def _positive(group: str, name: str, value: float, *, strict: bool = True) -> No
 DATA_NAMES = ("gaussian_mixture", "cifar10", "image_folder", "idx")
 MODEL_KINDS = ("mlp", "conv")
 UPDATES = ("ema", "grad")
-INITS = ("kmeans", "kmeans++", "random_normal", "random_uniform", "sample")
+INITS = ("kmeans", "kmeans++", "random_normal", "random_uniform", "sample", "gmm", "none")
 ESTIMATORS = ("ste", "rotation")
+# the quantizer layer: vqlab's own, or the peer library's in the same model (vqlab.quantizers.peer)
+IMPLS = ("vqlab", "vector_quantize_pytorch")
 # Named presets of vq.* values (``vq.recipe``). A preset fills only the fields left at their
 # defaults, so any key set to something else wins. "best" is provisional: dead-code restart on
 # top of the defaults (k-means init, EMA, straight-through), which suit deferred quantization; it
@@ -149,6 +151,9 @@ class VQConfig:
       no projection).
     - ``simvq``: codes ``C W`` (frozen ``C``, learned ``W``); needs ``update=grad`` and no
       dead-code restart.
+    - ``impl``: ``vqlab`` or ``vector_quantize_pytorch`` (the peer library's layer in the same
+      model, for comparisons; the other keys map onto its arguments, see
+      :mod:`vqlab.quantizers.peer`).
     - ``recipe``: a named preset from ``RECIPES`` that fills the fields left at their defaults.
       A field set to a non-default value wins; a field set explicitly *to its default* is
       indistinguishable from an unset one and takes the preset's value (use ``recipe=none`` to
@@ -168,6 +173,7 @@ class VQConfig:
     normalize: bool = False
     code_dim: int = 0
     simvq: bool = False
+    impl: str = "vqlab"
     recipe: str = "none"
 
     def __post_init__(self) -> None:
@@ -176,6 +182,9 @@ class VQConfig:
         _choice("vq", "update", self.update, UPDATES)
         _choice("vq", "estimator", self.estimator, ESTIMATORS)
         _choice("vq", "init", self.init, INITS)
+        _choice("vq", "impl", self.impl, IMPLS)
+        if self.impl != "vqlab" and self.simvq:
+            raise ConfigError(f"vq.simvq=true is vqlab's own; vq.impl={self.impl} has no SimVQ")
         _positive("vq", "codebook_size", self.codebook_size)
         _positive("vq", "beta", self.beta, strict=False)
         if not 0.0 < self.decay < 1.0:

@@ -2,7 +2,8 @@
 
 Each arm is (strategy, vq.init): k-means on the untrained encoder (standard), k-means on the
 pretrained encoder (deferred), k-means++ seeding only, random normal and random uniform (both
-fitted to the data's per-dimension statistics), and random data points.
+fitted to the data's per-dimension statistics), random data points, and the means of a diagonal
+Gaussian mixture fitted by EM (:mod:`vqlab.quantizers.gmm`) under either schedule.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ ARMS = [
     ("standard", "random_uniform"),
     ("standard", "sample"),
     ("deferred", "random_normal"),
+    ("standard", "gmm"),
+    ("deferred", "gmm"),
 ]
 STEPS = {"cpu": (3000, 1500), "gpu": (6000, 3000)}
 COLUMNS = ["status", "data", "strategy", "init", "perplexity", "usage", "codebook_mean_l2",
@@ -72,8 +75,9 @@ def replicate_init(
         "Synthetic: 10-peak mixture at dim 8, K=256 (settings of `vqlab replicate synthetic`). "
         "`random_normal`/`random_uniform` draw codes from the per-dimension mean/std or box of "
         "the encoder outputs at init time; `sample` takes random encoder outputs; `kmeans++` is "
-        "the seeding alone; `kmeans` adds Lloyd iterations. A Gaussian-mixture fit is not "
-        "implemented yet.",
+        "the seeding alone; `kmeans` adds Lloyd iterations; `gmm` takes the means of a diagonal "
+        "Gaussian mixture fitted by EM from that k-means (`vq.kmeans_iters` Lloyd then as many "
+        "EM steps).",
         "",
         markdown_table(rows, COLUMNS),
         "",

@@ -39,6 +39,7 @@ from torch import nn
 from vqlab.quantizers.collective import all_reduce_sum, draw_rows, world_size
 from vqlab.quantizers.distance import DEFAULT_MAX_BYTES, nearest_code
 from vqlab.quantizers.ema import batch_statistics, ema_update
+from vqlab.quantizers.gmm import fit_gmm
 from vqlab.quantizers.kmeans import kmeans, kmeans_plusplus
 from vqlab.quantizers.rotation import ESTIMATORS
 from vqlab.validation import (
@@ -49,7 +50,7 @@ from vqlab.validation import (
 )
 
 UPDATES = ("ema", "grad")
-INIT_METHODS = ("kmeans", "kmeans++", "random_normal", "random_uniform", "sample")
+INIT_METHODS = ("kmeans", "kmeans++", "random_normal", "random_uniform", "sample", "gmm", "none")
 
 
 class VQOutput(NamedTuple):
@@ -325,7 +326,9 @@ class VectorQuantizer(nn.Module):
 
         method: ``kmeans`` (k-means++ seeding then ``iters`` Lloyd steps), ``kmeans++`` (seeding
         only), ``random_normal`` (per-dim mean/std of the data), ``random_uniform`` (per-dim
-        bounding box of the data), ``sample`` (distinct random rows). Needs at least K rows.
+        bounding box of the data), ``sample`` (distinct random rows), ``gmm`` (the means of a
+        diagonal Gaussian mixture, :mod:`vqlab.quantizers.gmm`) or ``none`` (keep the codebook
+        the layer was built with; only ``initialized`` is set). Needs at least K rows.
         Resets the EMA statistics and sets ``initialized``.
 
         The codes are fitted in the search space: after the in-projection and normalisation, and
@@ -344,24 +347,13 @@ class VectorQuantizer(nn.Module):
             seed=seed,
             methods=INIT_METHODS,
         )
+        if method == "none":  # the layer keeps the codebook (and projections) it was built with
+            self.initialized.fill_(True)
+            return
         if self.project_in is not None and self.code_dim <= self.dim:
             self._fit_projections(flat)
         flat = self._to_code_space(flat)  # (N, d): cluster where the search runs
-        gen = torch.Generator(device="cpu").manual_seed(seed)
-        if method == "kmeans":
-            codes = kmeans(flat, k, iters=iters, seed=seed).centroids
-        elif method == "kmeans++":
-            codes = kmeans_plusplus(flat, k, seed=seed)
-        elif method == "random_normal":
-            noise = torch.randn(k, flat.shape[1], generator=gen).to(flat.device)
-            codes = flat.mean(0) + noise * flat.std(0)
-        elif method == "random_uniform":
-            lo, hi = flat.min(0).values, flat.max(0).values
-            codes = lo + torch.rand(k, flat.shape[1], generator=gen).to(flat.device) * (hi - lo)
-        elif method == "sample":
-            codes = flat[torch.randperm(flat.shape[0], generator=gen)[:k].to(flat.device)]
-        else:
-            raise ValueError(f"unknown init method {method!r}; choose one of {list(INIT_METHODS)}")
+        codes = fit_codes(flat, k, method, iters=iters, seed=seed)
         self._set_codes(codes)
         self.ema_counts.fill_(1.0)
         if self.update == "ema":
@@ -395,6 +387,33 @@ class VectorQuantizer(nn.Module):
             f", estimator={self.estimator!r}, normalize={self.normalize}, "
             f"code_dim={self.code_dim}, simvq={self.simvq}"
         )
+
+
+@torch.no_grad()
+def fit_codes(
+    x: torch.Tensor, k: int, method: str, *, iters: int = 20, seed: int = 0
+) -> torch.Tensor | None:
+    """K initial codes (K, d) from the rows of ``x`` (N, d) by ``method`` (see
+    :meth:`VectorQuantizer.init_from_data`); None for ``"none"``. ``iters``: Lloyd steps for
+    ``kmeans``, EM steps (after as many Lloyd steps) for ``gmm``. Seeded, so deterministic."""
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    if method == "kmeans":
+        return kmeans(x, k, iters=iters, seed=seed).centroids
+    if method == "kmeans++":
+        return kmeans_plusplus(x, k, seed=seed)
+    if method == "random_normal":
+        noise = torch.randn(k, x.shape[1], generator=gen).to(x.device)
+        return x.mean(0) + noise * x.std(0)
+    if method == "random_uniform":
+        lo, hi = x.min(0).values, x.max(0).values
+        return lo + torch.rand(k, x.shape[1], generator=gen).to(x.device) * (hi - lo)
+    if method == "sample":
+        return x[torch.randperm(x.shape[0], generator=gen)[:k].to(x.device)]
+    if method == "gmm":
+        return fit_gmm(x, k, iters=iters, kmeans_iters=iters, seed=seed).means
+    if method == "none":
+        return None
+    raise ValueError(f"unknown init method {method!r}; choose one of {list(INIT_METHODS)}")
 
 
 def _check_options(

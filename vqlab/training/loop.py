@@ -258,7 +258,7 @@ def _check_codebook_fits(
     model: VQAutoencoder, data: Dataset, config: RunConfig, device: torch.device
 ) -> None:
     """Refuse, before any step, a codebook the init could not fill from the training set."""
-    if config.vq.init not in ("kmeans", "kmeans++", "sample"):  # these pick K distinct vectors
+    if config.vq.init not in ("kmeans", "kmeans++", "sample", "gmm"):  # K distinct vectors or fits
         return
     vectors = data.train_x.shape[0] * encode_all(model, data.train_x[:1], device).shape[0]
     if vectors < config.vq.codebook_size:
