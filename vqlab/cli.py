@@ -18,6 +18,7 @@ import typer
 
 from vqlab.config import ConfigError, load_config
 from vqlab.data.errors import DataError
+from vqlab.quantizers.peer import MissingDependency
 from vqlab.training.checkpoint import CheckpointError
 from vqlab.training.logging import RunFolderError
 
@@ -36,8 +37,9 @@ USER_ERRORS = (
     CheckpointError,
     FileNotFoundError,
     NotADirectoryError,
+    MissingDependency,
 )
-REPLICATIONS = ("synthetic", "cifar10", "capacity", "init")
+REPLICATIONS = ("synthetic", "cifar10", "capacity", "init", "recipes")
 
 
 class UsageError(ValueError):
@@ -200,7 +202,9 @@ def sweep(
 
 @app.command()
 def replicate(
-    name: Annotated[str, typer.Argument(help="Experiment: synthetic, cifar10, capacity, init.")],
+    name: Annotated[
+        str, typer.Argument(help="Experiment: synthetic, cifar10, capacity, init, recipes.")
+    ],
     out: OutOpt,
     data: Annotated[Path | None, typer.Option(help="Dataset path (image experiments).")] = None,
     preset: Annotated[str, typer.Option(help="cpu or gpu sizing.")] = "cpu",

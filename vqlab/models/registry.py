@@ -51,7 +51,10 @@ def build_model(model: ModelConfig, vq: VQConfig, input_shape: tuple[int, ...]) 
             f"model.kind={model.kind!r} is not available; choose one of {list(BUILDERS)}"
         )
     encoder, decoder, channel_dim = BUILDERS[model.kind](model, input_shape)
-    quantizer = VectorQuantizer(
+    layer = VectorQuantizer
+    if vq.impl == "vector_quantize_pytorch":
+        from vqlab.quantizers.peer import PeerQuantizer as layer
+    quantizer = layer(
         model.latent_dim,
         vq.codebook_size,
         update=vq.update,

@@ -1,0 +1,94 @@
+"""vector-quantize-pytorch inside vqlab's model (``vq.impl=vector_quantize_pytorch``)."""
+
+import sys
+
+import pytest
+import torch
+
+from vqlab.config import ConfigError, ModelConfig, VQConfig
+from vqlab.models.registry import build_model
+from vqlab.quantizers.peer import MissingDependency, PeerQuantizer, load_peer
+from vqlab.quantizers.vq import VectorQuantizer, fit_codes
+
+D, K = 4, 8
+
+
+def pair(**kwargs) -> tuple[VectorQuantizer, PeerQuantizer, torch.Tensor]:
+    """vqlab's layer and the peer's, initialised to the same codes from the same data."""
+    pytest.importorskip("vector_quantize_pytorch")
+    torch.manual_seed(0)
+    x = torch.randn(200, D)
+    ours, peer = VectorQuantizer(D, K, **kwargs), PeerQuantizer(D, K, **kwargs)
+    ours.init_from_data(x, method="kmeans", iters=5, seed=0)
+    peer.init_from_data(x, method="kmeans", iters=5, seed=0)
+    return ours, peer, x
+
+
+def test_same_codes_same_forward_in_eval():
+    ours, peer, x = pair(beta=0.25)
+    torch.testing.assert_close(peer.codebook, ours.codebook, rtol=0, atol=0)
+    ours.eval(), peer.eval()
+    z = torch.randn(64, D)
+    a, b = ours(z), peer(z)
+    assert torch.equal(a.indices, b.indices)
+    torch.testing.assert_close(b.quantized, a.quantized)
+    assert b.loss.item() == 0.0  # the peer computes its losses only in training mode
+
+
+def test_one_ema_step_moves_both_codebooks_alike():
+    """Same EMA rule (decay, Laplace smoothing) on the same batch: the same new codebook."""
+    ours, peer, _ = pair(decay=0.9, eps=1e-5)
+    ours.train(), peer.train()
+    z = torch.randn(128, D)
+    a, b = ours(z), peer(z)
+    assert torch.equal(a.indices, b.indices)
+    torch.testing.assert_close(b.loss, a.loss)  # beta * mse(z, sg(z_q)) in both
+    torch.testing.assert_close(peer.codebook, ours.codebook, rtol=1e-5, atol=1e-6)
+
+
+def test_init_from_data_writes_vqlab_codes_and_none_keeps_the_peers():
+    pytest.importorskip("vector_quantize_pytorch")
+    torch.manual_seed(0)
+    x = torch.randn(300, D)
+    peer = PeerQuantizer(D, K)
+    own = peer.codebook.clone()
+    peer.init_from_data(x, method="none")
+    assert bool(peer.initialized) and torch.equal(peer.codebook, own)
+    peer.init_from_data(x, method="kmeans++", seed=2)
+    torch.testing.assert_close(peer.codebook, fit_codes(x, K, "kmeans++", seed=2))
+    with pytest.raises(ValueError, match="unknown init method"):
+        peer.init_from_data(x, method="magic")
+
+
+def test_channel_first_input_and_gradient_to_the_encoder():
+    pytest.importorskip("vector_quantize_pytorch")
+    peer = PeerQuantizer(D, K, channel_dim=1, estimator="rotation")
+    z = torch.randn(2, D, 3, 5, requires_grad=True)
+    out = peer(z)
+    assert out.quantized.shape == z.shape and out.indices.shape == (2, 3, 5)
+    (out.quantized.sum() + out.loss).backward()
+    assert z.grad is not None and z.grad.abs().sum() > 0
+    assert peer.to_code_space(z).shape == (30, D)
+
+
+def test_model_wiring_and_refusals():
+    pytest.importorskip("vector_quantize_pytorch")
+    vq = VQConfig(codebook_size=K, impl="vector_quantize_pytorch", code_dim=2, normalize=True)
+    model = build_model(ModelConfig(latent_dim=D, hidden=8), vq, (3,))
+    assert isinstance(model.quantizer, PeerQuantizer)
+    assert model.quantizer.codebook.shape == (K, 2)
+    with pytest.raises(ConfigError, match="no SimVQ"):
+        VQConfig(impl="vector_quantize_pytorch", simvq=True, update="grad")
+    with pytest.raises(ConfigError, match="vq.impl"):
+        VQConfig(impl="faiss")
+
+
+def test_missing_peer_is_one_clear_error(monkeypatch):
+    monkeypatch.setitem(sys.modules, "vector_quantize_pytorch", None)  # import now fails
+    with pytest.raises(MissingDependency, match="pip install 'vector-quantize-pytorch==1.32.0'"):
+        load_peer()
+    from vqlab.cli import main
+
+    assert (
+        main(["train", "--out", "/nonexistent/x", "--set", "vq.impl=vector_quantize_pytorch"]) == 2
+    )
