@@ -89,3 +89,47 @@ def test_replicate_capacity_and_init(tmp_path, tiny_cifar, monkeypatch):
     assert len(rows) == len(init_study.ARMS) and all(r["status"] == "ok" for r in rows)
     assert {(r["strategy"], r["init"]) for r in rows} == set(init_study.ARMS)
     assert "random_uniform" in (tmp_path / "init" / "report.md").read_text()
+
+
+def test_replicate_recipes(tmp_path, tiny_cifar, monkeypatch):
+    """Every arm (the peer's too, when installed) runs in one sweep, lands in results.csv with
+    its recipe name, and the report ranks the arms that finished at every size."""
+    from vqlab.experiments import recipes
+
+    pytest.importorskip("vector_quantize_pytorch")
+    monkeypatch.setitem(recipes.PRESETS, "cpu", {**TINY_CONV, "sizes": [8, 16]})
+    out = tmp_path / "rec"
+    rows = replications.replicate("recipes", out, data=tiny_cifar, progress=False, command="t")
+    expected = {(a, s, k) for a, (_, ss) in recipes.ARMS.items() for s in ss for k in (8, 16)}
+    assert {(r["recipe"], r["strategy"], r["codebook_size"]) for r in rows} == expected
+    assert all(r["status"] == "ok" for r in rows), [r.get("error") for r in rows]
+    table = read_results(out / "results.csv")
+    assert {r["recipe"] for r in table} == set(recipes.ARMS)
+    report = (out / "report.md").read_text()
+    ranking = recipes.rank_recipes(rows)
+    assert len(ranking) == len({(a, s) for a, s, _ in expected})
+    assert f"**{ranking[0][0]} ({ranking[0][1]})** is best here" in report
+    assert (out / "plots" / "recipes.png").is_file()
+
+
+def test_rank_recipes_by_hand():
+    """Mean rank of MSE over sizes; an arm missing a size is left out; failures do not rank."""
+    from vqlab.experiments.recipes import rank_recipes
+
+    rows = [
+        {"recipe": "a", "strategy": "standard", "codebook_size": 4, "recon_mse": 0.3},
+        {"recipe": "b", "strategy": "standard", "codebook_size": 4, "recon_mse": 0.1},
+        {"recipe": "c", "strategy": "deferred", "codebook_size": 4, "recon_mse": 0.2},
+        {"recipe": "a", "strategy": "standard", "codebook_size": 8, "recon_mse": 0.1},
+        {"recipe": "b", "strategy": "standard", "codebook_size": 8, "recon_mse": 0.2},
+        {"recipe": "c", "strategy": "deferred", "codebook_size": 8, "status": "failed"},
+    ]
+    # K=4: b 1, c 2, a 3; K=8: a 1, b 2 -> a 2.0, b 1.5; c lacks K=8
+    assert rank_recipes(rows) == [("b", "standard", 1.5), ("a", "standard", 2.0)]
+
+
+def test_replicate_recipes_refuses_unknown_arm(tmp_path):
+    from vqlab.experiments.recipes import recipe_runs
+
+    with pytest.raises(ValueError, match="unknown recipe arm"):
+        recipe_runs(tmp_path, "cpu", ["plain", "magic"])

@@ -225,4 +225,10 @@ def replicate(
         from vqlab.experiments.init_study import replicate_init
 
         return replicate_init(out, data=data, **kwargs)
-    raise ValueError(f"unknown experiment {name!r}; choose synthetic, cifar10, capacity or init")
+    if name == "recipes":
+        from vqlab.experiments.recipes import replicate_recipes
+
+        return replicate_recipes(out, data=data, **kwargs)
+    raise ValueError(
+        f"unknown experiment {name!r}; choose synthetic, cifar10, capacity, init or recipes"
+    )
