@@ -166,3 +166,19 @@ def test_dispatch_torch_backend_and_validation():
 def test_triton_backend_on_cpu_tensors_is_a_clear_error():
     with pytest.raises(RuntimeError, match="triton"):
         nearest_code(torch.randn(2, 2), torch.randn(3, 2), backend="triton")
+
+
+def test_auto_backend_rule(monkeypatch):
+    """CPU always torch; on CUDA the kernel, except exact searches above the measured
+    crossover D (fast searches take the kernel at every D)."""
+    from vqlab.quantizers import distance
+
+    assert distance.auto_backend("cpu", 32, "exact") == "torch"
+    monkeypatch.setattr(distance, "triton_available", lambda: True)
+    limit = distance.AUTO_TRITON_EXACT_MAX_D
+    assert distance.auto_backend("cpu", 32, "fast") == "torch"
+    assert distance.auto_backend("cuda", limit, "exact") == "triton"
+    assert distance.auto_backend("cuda", limit + 1, "exact") == "torch"
+    assert distance.auto_backend("cuda", 512, "fast") == "triton"
+    monkeypatch.setattr(distance, "triton_available", lambda: False)
+    assert distance.auto_backend("cuda", 32, "fast") == "torch"

@@ -117,6 +117,22 @@ def triton_available() -> bool:
 
 
 BACKENDS = ("auto", "torch", "triton")
+# Above this D, "auto" sends *exact* searches to the torch path even on CUDA. Measured on an H100
+# (benchmarks/results/vq_nvidia-*.csv, N=65,536): the fused exact kernel (fp32 FMA, no tensor
+# cores) beats chunked torch 2.0-2.3x at D=32 but loses 1.4-1.6x at D=256, where cuBLAS SGEMM
+# outruns it and the distance-matrix traffic matters less. Fitting time = FLOPs / rate (+ the
+# matrix traffic for torch) to those two points puts the crossover near D=165; D in between is
+# not measured. Fast (bf16) searches always take the kernel.
+AUTO_TRITON_EXACT_MAX_D = 128
+
+
+def auto_backend(device_type: str, dim: int, precision: str) -> str:
+    """The backend ``backend="auto"`` picks for a search on ``device_type`` with D = ``dim``."""
+    if device_type != "cuda" or not triton_available():
+        return "torch"
+    if precision == "exact" and dim > AUTO_TRITON_EXACT_MAX_D:
+        return "torch"
+    return "triton"
 
 
 def nearest_code(
@@ -133,7 +149,9 @@ def nearest_code(
     indices (lowest index on ties) and (N,) fp32 squared distances.
 
     backend:
-      - ``"auto"``: the fused Triton kernel when ``x`` is on CUDA and triton imports, else torch.
+      - ``"auto"``: the fused Triton kernel when ``x`` is on CUDA and triton imports, except
+        exact searches with D > ``AUTO_TRITON_EXACT_MAX_D`` (128), where the torch path was
+        faster on an H100; else torch (:func:`auto_backend`).
       - ``"torch"``: the chunked fp32 search, which never materialises more than ``max_bytes``
         of distances.
       - ``"triton"``: the fused kernel (:mod:`vqlab.quantizers.ops.triton_nearest`), which writes
@@ -160,7 +178,7 @@ def nearest_code(
     if precision not in ("exact", "fast"):
         raise ValueError(f"unknown nearest_code precision {precision!r}; choose 'exact' or 'fast'")
     if backend == "auto":
-        backend = "triton" if x.is_cuda and triton_available() else "torch"
+        backend = auto_backend(x.device.type, x.shape[1], precision)
     if backend == "torch":
         return nearest_code_torch(x, codebook, max_bytes=max_bytes)
     if not triton_available():
