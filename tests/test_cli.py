@@ -77,6 +77,8 @@ def test_train_refuses_non_empty_out_then_overwrites(tmp_path, capsys):
         (["train"], "Missing option"),
         (["replicate", "nonsense", "--out", "{tmp}/a"], "unknown experiment"),
         (["replicate", "synthetic", "--out", "{tmp}/a", "--preset", "tpu"], "unknown preset"),
+        (["replicate", "recipes", "--out", "{tmp}/a"], "needs --data"),
+        (["train", "--out", "{tmp}/a", "--set", "vq.init=magic"], "vq.init"),
         (["sweep", "--out", "{tmp}/a", "--grid", "vq.codebook_size"], "KEY=v1,v2"),
         (["sweep", "--out", "{tmp}/a", "--grid", "vq.nope=1,2"], "unknown config key"),
         (["diagnose", "{tmp}", "--out", "{tmp}/d"], "no checkpoint"),

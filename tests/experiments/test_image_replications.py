@@ -89,6 +89,7 @@ def test_replicate_capacity_and_init(tmp_path, tiny_cifar, monkeypatch):
     assert len(rows) == len(init_study.ARMS) and all(r["status"] == "ok" for r in rows)
     assert {(r["strategy"], r["init"]) for r in rows} == set(init_study.ARMS)
     assert "random_uniform" in (tmp_path / "init" / "report.md").read_text()
+    assert (tmp_path / "init" / "plots" / "init_gaussian_mixture.png").is_file()
 
 
 def test_replicate_recipes(tmp_path, tiny_cifar, monkeypatch):

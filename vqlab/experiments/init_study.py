@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from vqlab.experiments.plots import plot_bars
 from vqlab.experiments.replications import SYNTHETIC_BASE
 from vqlab.experiments.report import markdown_table, provenance
 from vqlab.experiments.sweep import expand, run_sweep
@@ -69,6 +70,19 @@ def replicate_init(
     rows = run_sweep(runs, out, jobs=jobs, progress=progress, command=command)
     for row, (_, _, cfg) in zip(rows, runs):
         row["data"], row["init"] = cfg.data.name, cfg.vq.init
+    (out / "plots").mkdir(exist_ok=True)
+    figures = []
+    for data_name in dict.fromkeys(r["data"] for r in rows):
+        name = f"init_{data_name}.png"
+        plot_bars(
+            [r for r in rows if r["data"] == data_name],
+            ["perplexity", "usage", "recon_mse"],
+            out / "plots" / name,
+            f"codebook init at an equal budget: {data_name}",
+            label=("init", "strategy"),
+            group="data",
+        )
+        figures += [f"![init arms, {data_name}](plots/{name})", ""]
     text = [
         f"# Codebook initialisation at an equal budget ({preset} preset)",
         "",
@@ -81,6 +95,7 @@ def replicate_init(
         "",
         markdown_table(rows, COLUMNS),
         "",
+        *figures,
         "## How this was made",
         "",
         f"- preset: `{preset}`; {jobs} runs at a time",

@@ -166,26 +166,34 @@ def plot_over_training(
     return _save(fig, out, title)
 
 
-def plot_recipes(
-    rows: list[dict[str, Any]], metrics: list[str], out: str | Path, title: str = ""
+def plot_bars(
+    rows: list[dict[str, Any]],
+    metrics: list[str],
+    out: str | Path,
+    title: str = "",
+    *,
+    label: tuple[str, str] = ("recipe", "strategy"),
+    group: str = "codebook_size",
 ) -> Path:
-    """Horizontal bars: one row per (recipe, strategy), one bar per codebook size, a panel per
-    metric. Failed runs are left out."""
+    """Horizontal bars: one row per ``label`` pair (say recipe and strategy), one bar per value
+    of ``group`` (say codebook size), a panel per metric. Failed runs are left out."""
     ok = [r for r in rows if r.get("status", "ok") != "failed" and r.get(metrics[0]) is not None]
-    labels = list(dict.fromkeys(f"{r['recipe']} ({r['strategy']})" for r in ok))
-    sizes = sorted({r["codebook_size"] for r in ok})
-    keyed = {(f"{r['recipe']} ({r['strategy']})", r["codebook_size"]): r for r in ok}
-    height = 0.8 / max(1, len(sizes))
+    name = lambda r: f"{r[label[0]]} ({r[label[1]]})"  # noqa: E731
+    labels = list(dict.fromkeys(name(r) for r in ok))
+    groups = list(dict.fromkeys(sorted(r[group] for r in ok)))
+    keyed = {(name(r), r[group]): r for r in ok}
+    height = 0.8 / max(1, len(groups))
     fig, axes = plt.subplots(
         1, len(metrics), figsize=(4.4 * len(metrics), 0.32 * len(labels) + 1.6), squeeze=False
     )
     y = np.arange(len(labels))
+    short = group.split(".")[-1]
     for ax, metric in zip(axes[0], metrics):
-        for j, k in enumerate(sizes):
-            vals = [keyed.get((lab, k), {}).get(metric, np.nan) for lab in labels]
+        for j, g in enumerate(groups):
+            vals = [keyed.get((lab, g), {}).get(metric) for lab in labels]
             vals = [np.nan if v is None else float(v) for v in vals]
-            ax.barh(y + j * height, vals, height=height, label=f"K={k}")
-        ax.set_yticks(y + height * (len(sizes) - 1) / 2)
+            ax.barh(y + j * height, vals, height=height, label=f"{short}={g}")
+        ax.set_yticks(y + height * (len(groups) - 1) / 2)
         ax.set_yticklabels(labels if ax is axes[0, 0] else [], fontsize=8)
         ax.invert_yaxis()
         ax.set_title(metric)

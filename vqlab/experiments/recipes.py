@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from vqlab.experiments.cifar import CIFAR_BASE, CIFAR_PRESETS
-from vqlab.experiments.plots import plot_recipes
+from vqlab.experiments.plots import plot_bars
 from vqlab.experiments.report import markdown_table, provenance
 from vqlab.experiments.results import write_results
 from vqlab.experiments.sweep import expand, run_sweep
@@ -164,7 +164,7 @@ def replicate_recipes(
         row.setdefault("codebook_size", int(assignment["vq.codebook_size"]))
     write_results(out / "results.csv", rows)
     (out / "plots").mkdir(exist_ok=True)
-    plot_recipes(rows, ["recon_mse", "usage", "perplexity"], out / "plots" / "recipes.png",
+    plot_bars(rows, ["recon_mse", "usage", "perplexity"], out / "plots" / "recipes.png",
                  title=f"CIFAR-10 recipes ({preset} preset)")  # fmt: skip
     ranking = rank_recipes(rows)
     _write_report(out, rows, ranking, data, preset, jobs, command, time.perf_counter() - t0)
