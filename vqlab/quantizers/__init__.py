@@ -2,13 +2,15 @@
 
 from vqlab.quantizers.distance import NearestCode, nearest_code
 from vqlab.quantizers.ema import EmaState, batch_statistics, ema_update, laplace_smooth
+from vqlab.quantizers.gmm import GMMResult, fit_gmm
 from vqlab.quantizers.kmeans import KMeansResult, kmeans, kmeans_parallel, kmeans_plusplus
 from vqlab.quantizers.kmeans_stream import ReservoirSampler, kmeans_streaming
 from vqlab.quantizers.rotation import rotate_to, rotation_trick, straight_through
-from vqlab.quantizers.vq import VectorQuantizer, VQOutput
+from vqlab.quantizers.vq import VectorQuantizer, VQOutput, fit_codes
 
 __all__ = [
     "EmaState",
+    "GMMResult",
     "KMeansResult",
     "NearestCode",
     "ReservoirSampler",
@@ -16,6 +18,8 @@ __all__ = [
     "VectorQuantizer",
     "batch_statistics",
     "ema_update",
+    "fit_codes",
+    "fit_gmm",
     "kmeans",
     "kmeans_parallel",
     "kmeans_plusplus",
