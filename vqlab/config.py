@@ -202,10 +202,11 @@ class VQConfig:
         self._check_simvq()
 
     def _apply_recipe(self) -> None:
-        """Fill the fields still at their defaults from the preset named by ``recipe``."""
+        """Fill the fields still at their defaults from the preset named by ``recipe`` (its
+        ``train.*`` entries are applied by :class:`RunConfig`)."""
         defaults = {f.name: f.default for f in fields(self)}
         for name, value in RECIPES[self.recipe].items():
-            if getattr(self, name) == defaults[name]:
+            if "." not in name and getattr(self, name) == defaults[name]:
                 object.__setattr__(self, name, value)  # frozen: only during construction
 
     def _check_simvq(self) -> None:
@@ -275,6 +276,19 @@ class RunConfig:
     def __post_init__(self) -> None:
         if self.device not in DEVICES:  # a top-level key: no group prefix in the message
             raise ConfigError(f"device={self.device!r} is not valid; choose one of {list(DEVICES)}")
+        self._apply_train_recipe()
+
+    def _apply_train_recipe(self) -> None:
+        """A ``vq.recipe`` may name a schedule too (``train.strategy``): fill those ``train.*``
+        fields still at their defaults, as the ``vq.*`` ones are filled."""
+        defaults = {f.name: f.default for f in fields(TrainConfig)}
+        fill = {}
+        for key, value in RECIPES[self.vq.recipe].items():
+            group, _, name = key.partition(".")
+            if group == "train" and getattr(self.train, name) == defaults[name]:
+                fill[name] = value
+        if fill:  # frozen: replace the group (validated again) during construction only
+            object.__setattr__(self, "train", dataclasses.replace(self.train, **fill))
 
     def to_dict(self) -> dict[str, Any]:
         """Nested plain dict of every key (what ``config.yaml`` holds)."""
