@@ -290,9 +290,14 @@ def test_config_round_trip_and_model_wiring(tmp_path):
 def test_recipe_fills_defaults_and_explicit_values_win(tmp_path):
     assert VQConfig().dead_code_threshold == 0.0
     best = load_config(None, ["vq.recipe=best"])
-    assert best.vq.dead_code_threshold == 1.0
-    mine = load_config(None, ["vq.recipe=best", "vq.dead_code_threshold=2"])
-    assert mine.vq.dead_code_threshold == 2.0
+    # the measured winner: SimVQ (which needs gradient-trained codes) under deferred quantization
+    assert best.vq.simvq and best.vq.update == "grad" and best.train.strategy == "deferred"
+    assert best.vq.dead_code_threshold == 0.0
+    mine = load_config(None, ["vq.recipe=best", "vq.code_dim=8", "train.steps=100",
+                              "train.pretrain_steps=40"])  # fmt: skip
+    assert mine.vq.simvq and mine.vq.code_dim == 8 and mine.train.strategy == "deferred"
+    assert mine.train.steps == 100 and mine.train.pretrain_steps == 40
+    assert load_config(None, ["vq.recipe=none"]).train.strategy == "standard"
     save_config(best, tmp_path / "b.yaml")
     assert load_config(tmp_path / "b.yaml") == best
 
@@ -304,7 +309,7 @@ def test_recipe_fills_defaults_and_explicit_values_win(tmp_path):
         (["vq.code_dim=-2"], "vq.code_dim must be >= 0"),
         (["vq.simvq=true"], "vq.simvq=true needs vq.update=grad"),
         (["vq.simvq=true", "vq.update=grad", "vq.dead_code_threshold=1"], "dead_code_threshold=0"),
-        (["vq.simvq=true", "vq.update=grad", "vq.recipe=best"], "use vq.recipe=none"),
+        (["vq.recipe=best", "vq.dead_code_threshold=1"], "set vq.dead_code_threshold=0"),
         (["vq.recipe=magic"], r"vq.recipe='magic' is not valid; choose one of \['none', 'best'\]"),
         (["vq.normalize=maybe"], "expects a bool"),
     ],
