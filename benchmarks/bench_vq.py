@@ -129,6 +129,12 @@ def bench_search(n: int, d: int, k: int, dev: torch.device) -> list[dict]:
                 lambda p: nearest_code(x, codebook, backend="triton", precision=p).indices,
                 precision,
             )
+        from vqlab.quantizers.ops.triton_nearest import nearest_code_triton
+
+        # the top-8 list alone: what the certificate (and its fallback) costs on top
+        methods["triton_fast_uncertified"] = lambda: (
+            nearest_code_triton(x, codebook, precision="fast", certify=False).indices
+        )
         x_bf, c_bf = x.bfloat16(), codebook.bfloat16()
         methods["bf16_gemm_floor"] = lambda: x_bf @ c_bf.T
     rows = []
@@ -254,9 +260,12 @@ def bench_agreement(n: int, dev: torch.device, truth_rows: int = 2048) -> list[d
     """Fast against exact search on data where bf16 scores are most and least at risk.
 
     Columns: ``agreement`` (same index as the fp32 reference), ``as_near`` (as near as the
-    reference up to fp32 rounding: ties aside), and on ``truth_rows`` rows the fraction equal
-    to the fp64 argmin, for fast and for the fp32 reference itself.
+    reference up to fp32 rounding: ties aside), on ``truth_rows`` rows the fraction equal
+    to the fp64 argmin, for fast and for the fp32 reference itself, and ``fallback`` (the
+    fraction of rows the fast mode's certificate sent to the exact search).
     """
+    from vqlab.quantizers.ops.triton_nearest import nearest_code_triton
+
     rows = []
     for d in (8, 32, 256):
         for k in (1024, 16_384, 262_144):
@@ -268,14 +277,16 @@ def bench_agreement(n: int, dev: torch.device, truth_rows: int = 2048) -> list[d
             }
             for name, (x, codebook) in data.items():
                 exact = nearest_code_torch(x, codebook).indices
-                fast = nearest_code(x, codebook, backend="triton", precision="fast").indices
+                stats: dict = {}
+                fast = nearest_code_triton(x, codebook, precision="fast", stats=stats).indices
                 truth = fp64_nearest(x[:truth_rows], codebook)
                 rate = lambda hit: hit.double().mean().item()  # noqa: E731
                 row = {"section": "agreement", "method": f"fast_vs_exact:{name}", "n": n, "d": d}
                 rows.append({**row, "k": k, "agreement": rate(fast == exact),
                              "as_near": rate(as_near_as(fast, exact, x, codebook)),
                              "fast_vs_fp64": rate(fast[:truth_rows] == truth),
-                             "exact_vs_fp64": rate(exact[:truth_rows] == truth)})  # fmt: skip
+                             "exact_vs_fp64": rate(exact[:truth_rows] == truth),
+                             "fallback": stats["fallback_rows"] / stats["rows"]})  # fmt: skip
     return rows
 
 
@@ -367,7 +378,8 @@ def plot(csv_path: Path) -> Path:
 
 def print_rows(rows: list[dict]) -> None:
     cols = ["section", "method", "d", "k", "ms", "peak_gib", "eval_ms", "agreement", "as_near",
-            "fast_vs_fp64", "exact_vs_fp64", "x_bf16_gemm", "x_peer", "status"]  # fmt: skip
+            "fast_vs_fp64", "exact_vs_fp64", "fallback", "x_bf16_gemm", "x_peer",
+            "status"]  # fmt: skip
     print(" | ".join(cols))
     for r in rows:
         cells = []

@@ -6,6 +6,8 @@ import pytest
 import torch
 
 from vqlab.quantizers.distance import (
+    CPU_TILE_BYTES,
+    CPU_TILE_COLS,
     DEFAULT_MAX_BYTES,
     NearestCode,
     nearest_code,
@@ -54,6 +56,34 @@ def test_tile_shape_fits_budget(n, k, max_bytes, expected):
     rows, cols = tile_shape(n, k, max_bytes)
     assert (rows, cols) == expected
     assert rows * cols * 4 <= max_bytes
+
+
+@pytest.mark.parametrize(
+    ("n", "k", "max_bytes", "max_cols", "expected"),
+    [
+        (10, 2000, 10**9, 512, (10, 512)),  # the column cap, all rows
+        (10, 300, 10**9, 512, (10, 300)),  # K under the cap: whole rows
+        (10, 2000, 4 * 1000, 512, (1, 512)),  # room for one capped row only
+        (10, 2000, 4 * 100, 512, (1, 100)),  # budget below the cap: the budget wins
+    ],
+)
+def test_tile_shape_column_cap(n, k, max_bytes, max_cols, expected):
+    assert tile_shape(n, k, max_bytes, max_cols) == expected
+    with pytest.raises(ValueError, match="max_cols"):
+        tile_shape(n, k, max_bytes, 0)
+
+
+def test_cpu_cache_sized_tiles_equal_naive():
+    # K > CPU_TILE_COLS and N * 512 * 4 > CPU_TILE_BYTES: several row and column tiles on the
+    # CPU even at the default budget; ragged on both sides
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(2600, 5, generator=g)
+    codebook = torch.randn(1300, 5, generator=g)
+    assert 2600 * CPU_TILE_COLS * 4 > CPU_TILE_BYTES and 1300 > CPU_TILE_COLS
+    res = nearest_code_torch(x, codebook)
+    ref_i, ref_d = naive(x, codebook)
+    assert torch.equal(res.indices, ref_i)
+    torch.testing.assert_close(res.distances.double(), ref_d, rtol=1e-5, atol=1e-5)
 
 
 def test_hand_computed_example():

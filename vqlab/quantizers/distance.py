@@ -8,6 +8,15 @@ row, so at most ``max_bytes`` of distances exist at any moment.
 Memory bound: one tile of ``rows x cols`` fp32 distances with ``rows * cols * 4 <= max_bytes``
 (plus the ``(N,)`` results and the ``(K,)`` code norms). The default budget is 64 MiB.
 
+On the CPU the tile is smaller than the budget allows: at most ``CPU_TILE_BYTES`` (4 MiB) and
+``CPU_TILE_COLS`` (512) codes wide, so that the tile the GEMM writes is still in cache when the
+row minimum reads it. Measured on this project's 2-core EPYC CPU (torch 2.13, medians of 5;
+N x D x K of 16,384 x 32 x 16,384, 8,192 x 256 x 16,384, 100,000 x 64 x 1,024,
+4,096 x 32 x 65,536 and 65,536 x 8 x 16,384): 1.6-2.8x faster than 64 MiB tiles of whole
+codebook rows, and 1.2-2.5x faster than the bare ``x @ c.T`` GEMM that writes the whole
+matrix; at 4,096 x 512 x 4,096 all three are even. Other tiles of 2-8 MiB and 512-2,048 codes
+came within the (large) noise of this shared machine. A GPU keeps the large tiles.
+
 Glossary: ``N`` rows to search, ``K`` codes, ``D`` code dimension.
 """
 
@@ -21,6 +30,8 @@ import torch
 from vqlab.validation import check_tensor, check_values
 
 DEFAULT_MAX_BYTES = 64 * 2**20
+CPU_TILE_BYTES = 4 * 2**20
+CPU_TILE_COLS = 512
 
 
 class NearestCode(NamedTuple):
@@ -54,17 +65,21 @@ def _check(x: torch.Tensor, codebook: torch.Tensor) -> None:
         raise ValueError(f"x is on {x.device} but the codebook is on {codebook.device}")
 
 
-def tile_shape(n: int, k: int, max_bytes: int = DEFAULT_MAX_BYTES) -> tuple[int, int]:
+def tile_shape(
+    n: int, k: int, max_bytes: int = DEFAULT_MAX_BYTES, max_cols: int | None = None
+) -> tuple[int, int]:
     """Rows and columns of one fp32 distance tile that fits in ``max_bytes``.
 
-    Prefers whole rows of the codebook (``cols = K``) and shrinks the codebook tile only when
-    one row of ``K`` distances would not fit in the budget. The tile always has >= 1 row and
-    >= 1 column.
+    Prefers whole rows of the codebook (``cols = K``, or ``max_cols`` if smaller) and shrinks
+    the codebook tile only when one such row of distances would not fit in the budget. The
+    tile always has >= 1 row and >= 1 column.
     """
     if max_bytes < 4:
         raise ValueError(f"max_bytes must be at least 4 (one fp32 distance); got {max_bytes}")
+    if max_cols is not None and max_cols < 1:
+        raise ValueError(f"max_cols must be at least 1; got {max_cols}")
     budget = max_bytes // 4  # fp32 elements
-    cols = min(k, budget)
+    cols = min(k, budget, max_cols or k)
     rows = max(1, min(n, budget // max(cols, 1)))
     return rows, cols
 
@@ -75,7 +90,10 @@ def nearest_code_torch(
 ) -> NearestCode:
     """Chunked torch search: exact fp32 squared L2 argmin.
 
-    x: (N, D), codebook: (K, D). Any float dtype; scoring is done in fp32.
+    x: (N, D), codebook: (K, D). Any float dtype; scoring is done in fp32. At most
+    ``max_bytes`` of distances exist at once; on the CPU the tile is cache-sized (module
+    docstring): that changes the speed, not the answer (the same fp32 argmin, near-ties
+    within fp32 rounding aside).
     ``||x - c||^2 = ||x||^2 - 2 x.c + ||c||^2``; the ``||x||^2`` term does not change the argmin,
     so it is added once per row at the end.
     """
@@ -86,7 +104,10 @@ def nearest_code_torch(
     c_sq = (c32 * c32).sum(1)  # (K,)
     best_d = torch.full((n,), float("inf"), device=x.device)
     best_i = torch.zeros(n, dtype=torch.long, device=x.device)
-    rows, cols = tile_shape(n, k, max_bytes)
+    if x.device.type == "cpu":
+        rows, cols = tile_shape(n, k, min(max_bytes, CPU_TILE_BYTES), CPU_TILE_COLS)
+    else:
+        rows, cols = tile_shape(n, k, max_bytes)
     for r0 in range(0, n, rows):
         xr = x32[r0 : r0 + rows]  # (r, D)
         bd = best_d[r0 : r0 + rows]
@@ -163,8 +184,9 @@ def nearest_code(
     sync); N = 0 gives empty results.
 
     precision: ``"exact"`` (fp32 scoring, no tf32) or ``"fast"`` (Triton only: bf16 tensor-core
-    scoring, then fp32 re-scoring of each row's best 8 candidates; it picks a code as near as
-    the exact one except where many codes crowd within bf16 rounding of each other; see
+    scoring, then fp32 re-scoring of each row's best 8 candidates and a per-row certificate;
+    rows it cannot certify, where codes crowd within bf16 rounding of each other, are searched
+    again in fp32, so the answer is the exact one; see
     :mod:`vqlab.quantizers.ops.triton_nearest`). The torch backend always computes the exact
     answer, so ``"fast"`` there returns the exact result.
     """
