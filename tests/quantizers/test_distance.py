@@ -1,6 +1,7 @@
 """The chunked torch nearest-code search equals the naive dense search, at any memory budget."""
 
 import os
+import warnings
 
 import pytest
 import torch
@@ -212,3 +213,48 @@ def test_auto_backend_rule(monkeypatch):
     assert distance.auto_backend("cuda", 512, "fast") == "triton"
     monkeypatch.setattr(distance, "triton_available", lambda: False)
     assert distance.auto_backend("cuda", 32, "fast") == "torch"
+
+
+def test_auto_falls_back_to_torch_once_when_triton_fails(monkeypatch):
+    """A Triton build/launch error under backend="auto" warns once and answers with torch;
+    later auto calls skip the kernel; backend="triton" and non-Triton errors still raise."""
+    pytest.importorskip("triton")
+    from vqlab.quantizers import distance
+    from vqlab.quantizers.ops import triton_nearest
+
+    class FakeCompilationError(Exception):
+        pass
+
+    FakeCompilationError.__module__ = "triton.compiler.errors"
+    calls = []
+
+    def broken(x, codebook, precision="exact"):
+        calls.append(precision)
+        raise FakeCompilationError("ptxas fatal: made up for this test\nsecond line")
+
+    real_auto = distance.auto_backend
+    monkeypatch.setattr(distance, "_triton_failed", None)
+    monkeypatch.setattr(distance, "triton_available", lambda: True)
+    monkeypatch.setattr(distance, "auto_backend", lambda dev, d, p: real_auto("cuda", d, p))
+    monkeypatch.setattr(triton_nearest, "nearest_code_triton", broken)
+    g = torch.Generator().manual_seed(6)
+    x, codebook = torch.randn(20, 4, generator=g), torch.randn(7, 4, generator=g)
+    ref = nearest_code_torch(x, codebook)
+    with pytest.warns(RuntimeWarning, match="FakeCompilationError: ptxas fatal"):
+        res = nearest_code(x, codebook, precision="fast")
+    assert torch.equal(res.indices, ref.indices) and calls == ["fast"]
+    assert distance.auto_backend("cuda", 4, "fast") == "torch"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        again = nearest_code(x, codebook, precision="fast")  # no second warning, no kernel
+    assert torch.equal(again.indices, ref.indices) and calls == ["fast"]
+    with pytest.raises(FakeCompilationError):
+        nearest_code(x, codebook, backend="triton")
+
+    def wrong(x, codebook, precision="exact"):
+        raise ValueError("not Triton's")
+
+    monkeypatch.setattr(distance, "_triton_failed", None)
+    monkeypatch.setattr(triton_nearest, "nearest_code_triton", wrong)
+    with pytest.raises(ValueError, match="not Triton's"):
+        nearest_code(x, codebook)

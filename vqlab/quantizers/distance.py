@@ -23,6 +23,7 @@ Glossary: ``N`` rows to search, ``K`` codes, ``D`` code dimension.
 from __future__ import annotations
 
 import functools
+import warnings
 from typing import NamedTuple
 
 import torch
@@ -147,9 +148,13 @@ BACKENDS = ("auto", "torch", "triton")
 AUTO_TRITON_EXACT_MAX_D = 128
 
 
+# why "auto" stopped using the kernel in this process (a Triton compile or launch error), or None
+_triton_failed: str | None = None
+
+
 def auto_backend(device_type: str, dim: int, precision: str) -> str:
     """The backend ``backend="auto"`` picks for a search on ``device_type`` with D = ``dim``."""
-    if device_type != "cuda" or not triton_available():
+    if device_type != "cuda" or not triton_available() or _triton_failed is not None:
         return "torch"
     if precision == "exact" and dim > AUTO_TRITON_EXACT_MAX_D:
         return "torch"
@@ -199,7 +204,8 @@ def nearest_code(
         raise ValueError(f"unknown nearest_code backend {backend!r}; choose one of {BACKENDS}")
     if precision not in ("exact", "fast"):
         raise ValueError(f"unknown nearest_code precision {precision!r}; choose 'exact' or 'fast'")
-    if backend == "auto":
+    auto = backend == "auto"
+    if auto:
         backend = auto_backend(x.device.type, x.shape[1], precision)
     if backend == "torch":
         return nearest_code_torch(x, codebook, max_bytes=max_bytes)
@@ -210,4 +216,25 @@ def nearest_code(
         )
     from vqlab.quantizers.ops.triton_nearest import nearest_code_triton
 
-    return nearest_code_triton(x, codebook, precision=precision)
+    try:
+        return nearest_code_triton(x, codebook, precision=precision)
+    except Exception as err:
+        # "auto" promises an answer: if Triton itself cannot build or launch the kernel on
+        # this machine (compiler, ptxas, shared memory), say so once and use torch from now
+        # on. An explicit backend="triton" raises; so does any error that is not Triton's.
+        if not auto or not type(err).__module__.startswith("triton"):
+            raise
+        _give_up_on_triton(err)
+        return nearest_code_torch(x, codebook, max_bytes=max_bytes)
+
+
+def _give_up_on_triton(err: Exception) -> None:
+    global _triton_failed
+    _triton_failed = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+    warnings.warn(
+        f"the fused Triton nearest-code kernel failed ({_triton_failed}); backend='auto' uses "
+        "the chunked torch search for the rest of this process. Please report this with your "
+        "GPU, torch and triton versions.",
+        RuntimeWarning,
+        stacklevel=3,
+    )
