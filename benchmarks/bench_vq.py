@@ -21,7 +21,6 @@ Writes ``benchmarks/results/vq_<device>_torch<ver>_triton<ver>.{json,csv,png}``.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import csv
 import functools
 import gc
@@ -31,7 +30,7 @@ import platform
 import re
 import statistics
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -151,29 +150,16 @@ def bench_search(n: int, d: int, k: int, dev: torch.device) -> list[dict]:
     return rows
 
 
-@contextlib.contextmanager
-def vq_search_precision(precision: str | None) -> Iterator[None]:
-    """Make ``VectorQuantizer`` search with ``precision`` (None: leave its default). The module
-    looks ``nearest_code`` up at call time, so patching its global reaches the forward."""
-    import vqlab.quantizers.vq as vq_module
-
-    original = vq_module.nearest_code
-    if precision is not None:
-        vq_module.nearest_code = functools.partial(original, precision=precision)
-    try:
-        yield
-    finally:
-        vq_module.nearest_code = original
-
-
-def make_vq(kind: str, d: int, k: int, dev: torch.device) -> torch.nn.Module | str:
-    """A fresh quantizer, or a string saying why there is none."""
+def make_vq(
+    kind: str, d: int, k: int, dev: torch.device, search: str | None = None
+) -> torch.nn.Module | str:
+    """A fresh quantizer, or a string saying why there is none. search: vqlab's precision."""
     if kind == "vqlab":
         try:
             from vqlab.quantizers.vq import VectorQuantizer
         except ImportError as e:
             return f"not available ({e})"
-        return VectorQuantizer(d, k, update="ema").to(dev)
+        return VectorQuantizer(d, k, update="ema", search=search or "exact").to(dev)
     try:
         from vector_quantize_pytorch import VectorQuantize
     except ImportError:
@@ -200,7 +186,7 @@ def bench_train(n: int, d: int, k: int, dev: torch.device) -> list[dict]:
     for kind, precision in variants:
         name = f"{kind}_{precision}" if precision else kind
         row = {"section": "train", "method": name, "n": n, "d": d, "k": k}
-        vq = make_vq(kind, d, k, dev)
+        vq = make_vq(kind, d, k, dev, precision)
         if isinstance(vq, str):
             rows.append({**row, "status": vq})
             continue
@@ -225,8 +211,7 @@ def bench_train(n: int, d: int, k: int, dev: torch.device) -> list[dict]:
             return {**res, "eval_ms": ev["ms"], "eval_peak_gib": ev["peak_gib"],
                     "agreement": (idx == ref).double().mean().item()}  # fmt: skip
 
-        with vq_search_precision(precision):
-            rows.append({**row, **guarded(run, dev)})
+        rows.append({**row, **guarded(run, dev)})
         del vq
     return rows
 

@@ -39,6 +39,7 @@ MODEL_KINDS = ("mlp", "conv")
 UPDATES = ("ema", "grad")
 INITS = ("kmeans", "kmeans++", "random_normal", "random_uniform", "sample", "gmm", "none")
 ESTIMATORS = ("ste", "rotation")
+SEARCHES = ("exact", "fast")
 # the quantizer layer: vqlab's own, or the peer library's in the same model (vqlab.quantizers.peer)
 IMPLS = ("vqlab", "vector_quantize_pytorch")
 # Named presets of vq.* values (``vq.recipe``), and of train.* ones under dotted keys. A preset
@@ -155,6 +156,8 @@ class VQConfig:
     - ``impl``: ``vqlab`` or ``vector_quantize_pytorch`` (the peer library's layer in the same
       model, for comparisons; the other keys map onto its arguments, see
       :mod:`vqlab.quantizers.peer`).
+    - ``search``: ``exact`` or ``fast`` nearest-code search (fast: bf16 tensor-core scoring on
+      CUDA, certified per row, the same codes; see :func:`vqlab.quantizers.nearest_code`).
     - ``recipe``: a named preset from ``RECIPES`` that fills the fields left at their defaults.
       A field set to a non-default value wins; a field set explicitly *to its default* is
       indistinguishable from an unset one and takes the preset's value (use ``recipe=none`` to
@@ -175,6 +178,7 @@ class VQConfig:
     code_dim: int = 0
     simvq: bool = False
     impl: str = "vqlab"
+    search: str = "exact"
     recipe: str = "none"
 
     def __post_init__(self) -> None:
@@ -184,8 +188,14 @@ class VQConfig:
         _choice("vq", "estimator", self.estimator, ESTIMATORS)
         _choice("vq", "init", self.init, INITS)
         _choice("vq", "impl", self.impl, IMPLS)
+        _choice("vq", "search", self.search, SEARCHES)
         if self.impl != "vqlab" and self.simvq:
             raise ConfigError(f"vq.simvq=true is vqlab's own; vq.impl={self.impl} has no SimVQ")
+        if self.impl != "vqlab" and self.search != "exact":
+            raise ConfigError(
+                f"vq.search={self.search} is vqlab's own search; vq.impl={self.impl} searches "
+                "with its own code"
+            )
         _positive("vq", "codebook_size", self.codebook_size)
         _positive("vq", "beta", self.beta, strict=False)
         if not 0.0 < self.decay < 1.0:

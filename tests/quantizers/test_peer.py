@@ -81,6 +81,8 @@ def test_model_wiring_and_refusals():
         VQConfig(impl="vector_quantize_pytorch", simvq=True, update="grad")
     with pytest.raises(ConfigError, match="vq.impl"):
         VQConfig(impl="faiss")
+    with pytest.raises(ConfigError, match="vq.search=fast is vqlab's own"):
+        VQConfig(impl="vector_quantize_pytorch", search="fast")
 
 
 def test_missing_peer_is_one_clear_error(monkeypatch):

@@ -312,6 +312,7 @@ def test_recipe_fills_defaults_and_explicit_values_win(tmp_path):
         (["vq.recipe=best", "vq.dead_code_threshold=1"], "set vq.dead_code_threshold=0"),
         (["vq.recipe=magic"], r"vq.recipe='magic' is not valid; choose one of \['none', 'best'\]"),
         (["vq.normalize=maybe"], "expects a bool"),
+        (["vq.search=bf16"], r"vq.search='bf16' is not valid; choose one of \['exact', 'fast'\]"),
     ],
 )
 def test_config_refuses_bad_values(sets, message):

@@ -205,6 +205,7 @@ def test_large_codebook_on_cpu_without_n_by_k_matrix():
     [
         ({"update": "sgd"}, "update='sgd' is not valid"),
         ({"decay": 1.0}, "decay must lie"),
+        ({"search": "bf16"}, "search='bf16' is not valid"),
     ],
 )
 def test_bad_arguments(kwargs, message):
@@ -218,3 +219,28 @@ def test_bad_inputs():
         vq(torch.randn(3, 5))
     with pytest.raises(TypeError, match="floating-point"):
         vq(torch.ones(3, 4, dtype=torch.long))
+
+
+def test_search_switch_reaches_nearest_code(monkeypatch):
+    """vq.search is the precision the layer's search asks for; on the CPU both give the fp32
+    codes. The config key reaches the layer through build_model."""
+    import vqlab.quantizers.vq as vq_module
+    from vqlab.config import load_config
+    from vqlab.models.registry import build_model
+
+    asked = []
+    real = vq_module.nearest_code
+
+    def spy(*args, **kwargs):
+        asked.append(kwargs.get("precision"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(vq_module, "nearest_code", spy)
+    z = torch.randn(50, 4, generator=torch.Generator().manual_seed(0))
+    exact = VectorQuantizer(4, 16).eval()
+    fast = VectorQuantizer(4, 16, search="fast").eval()
+    fast.load_state_dict(exact.state_dict())
+    assert torch.equal(exact(z).indices, fast(z).indices)
+    assert asked == ["exact", "fast"]
+    cfg = load_config(None, ["vq.search=fast", "model.latent_dim=4", "vq.codebook_size=16"])
+    assert build_model(cfg.model, cfg.vq, (8,)).quantizer.search == "fast"

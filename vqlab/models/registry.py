@@ -54,6 +54,7 @@ def build_model(model: ModelConfig, vq: VQConfig, input_shape: tuple[int, ...]) 
     layer = VectorQuantizer
     if vq.impl == "vector_quantize_pytorch":
         from vqlab.quantizers.peer import PeerQuantizer as layer
+    extra = {"search": vq.search} if vq.impl == "vqlab" else {}
     quantizer = layer(
         model.latent_dim,
         vq.codebook_size,
@@ -67,5 +68,6 @@ def build_model(model: ModelConfig, vq: VQConfig, input_shape: tuple[int, ...]) 
         normalize=vq.normalize,
         code_dim=vq.code_dim,
         simvq=vq.simvq,
+        **extra,
     )
     return VQAutoencoder(encoder, quantizer, decoder)

@@ -50,6 +50,7 @@ from vqlab.validation import (
 )
 
 UPDATES = ("ema", "grad")
+SEARCHES = ("exact", "fast")  # nearest_code precisions
 INIT_METHODS = ("kmeans", "kmeans++", "random_normal", "random_uniform", "sample", "gmm", "none")
 
 
@@ -84,6 +85,10 @@ class VectorQuantizer(nn.Module):
             no projection (d = D).
         simvq: codes ``C W``, a frozen random ``C`` through a learned linear map ``W``
             (needs ``update="grad"`` and ``dead_code_threshold=0``).
+        search: precision of the nearest-code search, ``"exact"`` (fp32) or ``"fast"`` (on
+            CUDA: bf16 tensor-core scoring, certified per row and redone in fp32 where the
+            certificate fails, so the codes are the same; on the CPU both are the fp32 search).
+            See :func:`vqlab.quantizers.distance.nearest_code`.
     """
 
     def __init__(
@@ -102,8 +107,11 @@ class VectorQuantizer(nn.Module):
         normalize: bool = False,
         code_dim: int = 0,
         simvq: bool = False,
+        search: str = "exact",
     ) -> None:
         super().__init__()
+        if search not in SEARCHES:
+            raise ValueError(f"search={search!r} is not valid; choose one of {list(SEARCHES)}")
         if update not in UPDATES:
             raise ValueError(f"update={update!r} is not valid; choose one of {list(UPDATES)}")
         check_quantizer_args(
@@ -122,6 +130,7 @@ class VectorQuantizer(nn.Module):
         self.dead_code_threshold = dead_code_threshold
         self.channel_dim, self.max_bytes = channel_dim, max_bytes
         self.estimator, self.normalize, self.simvq = estimator, normalize, simvq
+        self.search = search
         self.code_dim = code_dim or dim  # d: where the codes live and the search runs
         self.project_in = nn.Linear(dim, self.code_dim) if code_dim else None
         self.project_out = nn.Linear(self.code_dim, dim) if code_dim else None
@@ -232,7 +241,9 @@ class VectorQuantizer(nn.Module):
         with torch.autocast(device_type=flat.device.type, enabled=False):
             z = self._to_code_space(flat.float())  # (N, d)
             codebook = self.codebook  # (K, d); read once, since derived codebooks are computed
-            indices = nearest_code(z.detach(), codebook.detach(), max_bytes=self.max_bytes)[0]
+            indices = nearest_code(
+                z.detach(), codebook.detach(), max_bytes=self.max_bytes, precision=self.search
+            )[0]
             z_q = F.embedding(indices, codebook)  # (N, d)
             commitment = F.mse_loss(z, z_q.detach())
             losses = {"commitment": commitment}
