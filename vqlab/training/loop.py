@@ -54,9 +54,7 @@ from vqlab.training.checkpoint import (
 )
 from vqlab.training.distributed import (
     Dist,
-    broadcast_module,
     check_batch,
-    gather_rows,
     on_main,
     resolve_device,  # noqa: F401 - re-exported: callers import it from here
     setup,
@@ -67,6 +65,7 @@ from vqlab.training.distributed import (
     wrap,
 )
 from vqlab.training.evaluate import SAMPLES_FILE, encode_all, evaluate
+from vqlab.training.feed import BatchSampler, init_codebook
 from vqlab.training.guard import (
     NonFiniteError,
     first_bad_gradient,
@@ -82,58 +81,6 @@ from vqlab.training.schedule import Schedule
 from vqlab.validation import value_checks
 
 CHECKPOINT_DIR = "checkpoint"
-
-
-class BatchSampler:
-    """Seeded epochs of shuffled indices; ``position`` is the data position within the epoch."""
-
-    def __init__(self, n: int, batch_size: int, seed: int) -> None:
-        self.n, self.batch_size = n, min(batch_size, n)
-        self.gen = torch.Generator().manual_seed(seed)
-        self.perm = torch.randperm(n, generator=self.gen)
-        self.position = 0
-
-    def next(self) -> torch.Tensor:
-        if self.position + self.batch_size > self.n:
-            self.perm = torch.randperm(self.n, generator=self.gen)
-            self.position = 0
-        idx = self.perm[self.position : self.position + self.batch_size]
-        self.position += self.batch_size
-        return idx
-
-    # A checkpoint saves ``gen.get_state()``, ``perm`` and ``position``: with all three the
-    # resumed sampler yields the same batches as the uninterrupted one.
-
-
-def init_codebook(
-    model: VQAutoencoder, data: Dataset, config: RunConfig, device, d: Dist | None = None
-) -> dict:
-    """k-means (or another ``vq.init``) on a seeded sample of the current encoder's outputs.
-
-    ``vq.init_samples`` counts encoder output vectors, whatever the positions per sample: enough
-    random samples are encoded to cover it (all of them if the set is small), then exactly that
-    many vectors are drawn, so both strategies cluster samples of the same size.
-
-    Under DDP (``d``) each rank encodes its slice of the sample, the slices are gathered, rank 0
-    clusters the whole sample and every rank receives its quantizer state: one codebook.
-    """
-    d = d or Dist(0, 1, 0, torch.device(device))
-    gen = torch.Generator().manual_seed(config.seed + 17)
-    n_data = data.train_x.shape[0]
-    positions = encode_all(model, data.train_x[:1], device).shape[0]
-    need = min(-(-config.vq.init_samples // positions), n_data)  # ceil division
-    rows = torch.randperm(n_data, generator=gen)[:need]
-    z = gather_rows(encode_all(model, data.train_x[shard(rows, d)], device), d)  # (need*pos, D)
-    if not bool(is_finite(z)):
-        raise NonFiniteError("encoder output in the codebook-init sample")
-    if z.shape[0] > config.vq.init_samples:
-        keep = torch.randperm(z.shape[0], generator=gen)[: config.vq.init_samples]
-        z = z[keep.to(z.device)]
-    vq = config.vq
-    init = model.quantizer.init_from_data
-    on_main(lambda: init(z, method=vq.init, iters=vq.kmeans_iters, seed=config.seed), d)
-    broadcast_module(model.quantizer, d)
-    return {"init_samples": int(z.shape[0]), "init_method": config.vq.init}
 
 
 def train(
