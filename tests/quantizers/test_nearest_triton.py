@@ -307,3 +307,26 @@ def test_fast_mode_agreement_rate_over_many_inputs():
         f"rows searched again exactly: {stats['fallback_rows'] / stats['rows']:.4%}"
     )
     assert as_near / total >= 0.9999
+
+
+@pytest.mark.skipif(interpreting(), reason="compiles nothing under the interpreter; runs outside")
+def test_kernel_compiles_for_an_h100_without_one(tmp_path):
+    """What the interpreter cannot check: the kernel lowers to an sm_90 cubin under this
+    triton (ptxas ships in its wheel), every configuration the pruner keeps fits an H100's
+    shared memory, the fast mode's dots become wgmma and the exact mode's stay fp32 FMAs (a
+    tensor-core dot there would round through tf32)."""
+    root = Path(__file__).resolve().parents[2]
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    cmd = [sys.executable, str(root / "benchmarks" / "compile_kernel.py"), "--d", "32",
+           "--jobs", "2", "--out", str(tmp_path)]  # fmt: skip
+    proc = subprocess.run(cmd, env=env, cwd=root, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    import csv
+
+    (path,) = tmp_path.glob("compile_sm90_fp32_triton*.csv")
+    rows = list(csv.DictReader(path.open()))
+    assert {r["precision"] for r in rows} == {"exact", "fast"} and len(rows) >= 4
+    for r in rows:
+        assert r["ok"] == "True" and r["fits"] == "True", r
+        assert int(r["smem"]) > 0
+        assert r["dot"] == ("wgmma" if r["precision"] == "fast" else "fma"), r
