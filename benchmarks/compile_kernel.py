@@ -50,14 +50,14 @@ import vqlab.quantizers.ops.triton_nearest as tn  # noqa: E402
 RESULTS = Path(__file__).resolve().parent / "results"
 H100_SMEM_OPTIN = 232_448  # bytes: shared_memory_per_block_optin of an H100 (227 KiB)
 DS = (1, 8, 32, 64, 128, 256, 512)
-POINTERS = ("x_ptr", "xs_ptr", "xl_ptr", "c_ptr", "c_sq_ptr", "r_ptr", "idx_ptr", "dist_ptr")
+# inner strides of contiguous tensors: 1, which the JIT specialises into constants
+UNIT_STRIDES = ("stride_xd", "stride_sd", "stride_cd", "stride_rd")
 
 
 def signature(fast: bool, x_dtype: str) -> dict[str, str]:
     """Argument types as the launcher sees them for contiguous inputs of dtype ``x_dtype``.
 
-    Like the JIT, integer arguments equal to 1 (the inner strides of contiguous tensors) are
-    specialised into constants (see :func:`constants`).
+    Like the JIT, integer arguments equal to 1 (:data:`UNIT_STRIDES`) are constants.
     """
     scored = "*bf16" if fast else x_dtype  # fast scores the bf16 copies, exact the inputs
     types = {
@@ -71,24 +71,15 @@ def signature(fast: bool, x_dtype: str) -> dict[str, str]:
         "dist_ptr": "*fp32",
         "disc_ptr": "*fp32",
     }
-    sig = {}
-    for name in tn._nearest_kernel.arg_names:
-        sig[name] = types.get(name, "i32")
-    for name in constants(0, fast, {}):
-        sig[name] = "constexpr"
-    return sig
+    constant = (*UNIT_STRIDES, "D", "FAST", "BLOCK_N", "BLOCK_K", "BLOCK_D")
+    return {
+        name: "constexpr" if name in constant else types.get(name, "i32")
+        for name in tn._nearest_kernel.arg_names
+    }
 
 
 def constants(d: int, fast: bool, meta: dict) -> dict:
-    return {
-        "stride_xd": 1,
-        "stride_sd": 1,
-        "stride_cd": 1,
-        "stride_rd": 1,
-        "D": d,
-        "FAST": fast,
-        **meta,
-    }
+    return {**dict.fromkeys(UNIT_STRIDES, 1), "D": d, "FAST": fast, **meta}
 
 
 def divisibility(d: int) -> dict:
@@ -102,14 +93,8 @@ def divisibility(d: int) -> dict:
 
 
 def kept_configs(d: int, fast: bool, smem_limit: int) -> list[triton.Config]:
-    """What ``_prune`` keeps on a device with ``smem_limit`` bytes of opt-in shared memory."""
-    tn._smem_limit.cache_clear()
-    real = tn._smem_limit
-    tn._smem_limit = lambda device: smem_limit  # the pruner asks the device; there is none
-    try:
-        return tn._prune(tn._configs(fast), {"x_ptr": torch.empty(0), "D": d, "FAST": fast})
-    finally:
-        tn._smem_limit = real
+    """What the autotuner's pruner keeps on a device with ``smem_limit`` bytes per block."""
+    return tn._keep(tn._configs(fast), d, fast, smem_limit)
 
 
 def resources(cubin: bytes) -> dict:

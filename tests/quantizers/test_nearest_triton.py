@@ -8,6 +8,7 @@ the variable set, and the kernel tests here report that they ran there. Interpre
 tiny (tens of rows and codes); the GPU-only tests at the end use realistic sizes.
 """
 
+import csv
 import os
 import subprocess
 import sys
@@ -321,8 +322,6 @@ def test_kernel_compiles_for_an_h100_without_one(tmp_path):
            "--jobs", "2", "--out", str(tmp_path)]  # fmt: skip
     proc = subprocess.run(cmd, env=env, cwd=root, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    import csv
-
     (path,) = tmp_path.glob("compile_sm90_fp32_triton*.csv")
     rows = list(csv.DictReader(path.open()))
     assert {r["precision"] for r in rows} == {"exact", "fast"} and len(rows) >= 4

@@ -31,11 +31,12 @@ Two precisions:
   changes is only how many rows take the exact search (``stats["fallback_rows"]``). A CPU
   model of the arithmetic (``benchmarks/model_fast_search.py``, 2,048 rows, results in
   ``benchmarks/results/fast_search_model_cpu.txt``) sends 0-1.7% of rows to the exact search
-  on CIFAR-10 encoder outputs against their trained codebooks (every committed run: K=256-4096,
-  D=64), 0-4.7% on the synthetic runs' latents and 0-0.1% on Gaussian data; 2-26% where codes sit in groups of 16 with spread 0.1 at D <= 32, 100% at
-  D=256; and 100% where they crowd within 0.01, where the top-8 list alone picked a farther
-  code on 1.1-1.3% of rows. The bounds are worst cases, so crowded data pays the exact search
-  even where the list alone was right.
+  on CIFAR-10 encoder outputs against their trained codebooks (every committed run:
+  K=256-4096, D=64), 0-4.7% on the synthetic runs' latents and 0-0.1% on Gaussian data; 2-26%
+  where codes sit in groups of 16 with spread 0.1 at D <= 32, 100% at D=256; and 100% where
+  they crowd within 0.01, where the top-8 list alone picked a farther code on 1.1-1.3% of rows.
+  The bounds are worst cases, so crowded data pays the exact search even where the list alone
+  was right.
 
 Small ``N`` (a few row blocks) would leave most of the GPU idle, so the codebook is then split
 into ``splits`` ranges run by separate programs; their ``(splits, N)`` partial winners are
@@ -352,12 +353,18 @@ def _smem_limit(device: torch.device) -> int:
 
 
 def _prune(configs: list[triton.Config], named_args: dict, **kwargs) -> list[triton.Config]:
-    """Per (tile shape, stages): the widest chunk no wider than the padded ``D`` that fits
-    shared memory. A narrower chunk only adds loop trips; a wider one only adds padding."""
+    """The autotuner's pruner: :func:`_keep` on the device of ``x``."""
     # D and FAST are passed positionally, so they are in named_args in every triton version
     d, fast = named_args["D"], named_args["FAST"]
+    return _keep(configs, d, fast, _smem_limit(named_args["x_ptr"].device))
+
+
+def _keep(configs: list[triton.Config], d: int, fast: bool, smem: int) -> list[triton.Config]:
+    """Per (tile shape, stages): the widest chunk no wider than the padded ``D`` that fits
+    ``smem`` bytes of shared memory. A narrower chunk only adds loop trips; a wider one only
+    adds padding."""
     d_pad = max(16, triton.next_power_of_2(d))
-    limit = _smem_limit(named_args["x_ptr"].device) - 8 * 2**10  # room for the reductions
+    limit = smem - 8 * 2**10  # room for the reductions
     best: dict[tuple, triton.Config] = {}
     for cfg in configs:
         key = (cfg.kwargs["BLOCK_N"], cfg.kwargs["BLOCK_K"], cfg.num_stages)
