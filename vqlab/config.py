@@ -18,9 +18,7 @@ from typing import Any, Union
 
 import yaml
 
-
-class ConfigError(ValueError):
-    """A bad configuration key or value (the CLI turns it into exit code 2)."""
+from vqlab.errors import ConfigError
 
 
 def _choice(group: str, name: str, value: object, choices: tuple[str, ...]) -> None:
