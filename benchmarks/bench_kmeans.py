@@ -2,15 +2,20 @@
 
     python benchmarks/bench_kmeans.py --device cpu --n 100000 --dim 64 --k 1024 --iters 20
     python benchmarks/bench_kmeans.py --device cuda   # defaults: 1M x 64 -> 16,384 centroids
+    python benchmarks/bench_kmeans.py --device cpu --seeding-sweep   # seeding only, by k
 
 Every Lloyd run starts from one shared k-means++ init (made by vqlab), so the timings compare
 Lloyd iterations alone and the inertias differ only by arithmetic and empty-cluster policy.
-Seeding is timed on its own: exact k-means++ against k-means|| (``init="kmeans||"``), with the
-final inertia each reaches after Lloyd. Every inertia is measured the same way, by
+Seeding is timed on its own: plain k-means++ (``n_trials=1``), greedy k-means++ (the default,
+``2 + floor(ln k)`` candidates per pick) and k-means|| (``init="kmeans||"``), with the final
+inertia each reaches after Lloyd. Every inertia is measured the same way, by
 ``nearest_code`` against the returned centroids. scikit-learn and faiss (optional dependency,
 ``pip install faiss-cpu``) run on the CPU; they are skipped on CUDA unless ``--baselines``.
 
-Writes ``benchmarks/results/kmeans_<device>_torch<version>.json`` and ``.csv``.
+Writes ``benchmarks/results/kmeans_<device>_torch<version>.json`` and ``.csv``. With
+``--seeding-sweep`` it times only plain against greedy k-means++ seeding at N x D (by device,
+see SWEEP_N) for each k of ``--sweep-ks``, one timed run each after a small warm-up, and
+writes ``kmeans_seeding_<device>_torch<version>.json`` and ``.csv``.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import platform
 import re
 import statistics
@@ -29,9 +35,10 @@ import numpy as np
 import torch
 
 from vqlab.quantizers.distance import nearest_code
-from vqlab.quantizers.kmeans import kmeans, kmeans_parallel, kmeans_plusplus
+from vqlab.quantizers.kmeans import default_trials, kmeans, kmeans_parallel, kmeans_plusplus
 
 SIZES = {"cpu": (100_000, 64, 1024), "cuda": (1_000_000, 64, 16_384)}
+SWEEP_N = {"cpu": 32_768, "cuda": 1_000_000}
 
 
 def parse_args() -> argparse.Namespace:
@@ -44,6 +51,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=3, help="timed runs; the median is reported")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--baselines", action="store_true", help="run sklearn/faiss even on CUDA")
+    p.add_argument("--seeding-sweep", action="store_true", help="time plain vs greedy seeding")
+    p.add_argument("--sweep-ks", default="1024,4096,16384", help="comma-separated k values")
     p.add_argument("--out-dir", type=Path, default=Path(__file__).parent / "results")
     return p.parse_args()
 
@@ -56,9 +65,12 @@ def make_data(n: int, dim: int, k: int, seed: int, device: torch.device) -> torc
     return x.to(device)
 
 
-def timed(fn: Callable[[], object], device: torch.device, repeats: int) -> tuple[object, list]:
-    """Run ``fn`` once to warm up, then ``repeats`` times; returns the last output and times."""
-    out = fn()
+def timed(
+    fn: Callable[[], object], device: torch.device, repeats: int, warmup: bool = True
+) -> tuple[object, list]:
+    """Run ``fn`` once to warm up (unless not ``warmup``), then ``repeats`` times; returns the
+    last output and the times."""
+    out = fn() if warmup else None
     times = []
     for _ in range(repeats):
         if device.type == "cuda":
@@ -88,12 +100,59 @@ def row(method: str, stage: str, times: list, inertia: float, **extra) -> dict:
 
 
 def bench_seeding(x: torch.Tensor, args: argparse.Namespace, dev: torch.device) -> list[dict]:
-    """Time k-means++ against k-means|| seeding; score each init before and after Lloyd."""
+    """Time plain and greedy k-means++ and k-means||; score each init before and after Lloyd."""
     rows = []
-    for name, seed_fn in [("kmeans++", kmeans_plusplus), ("kmeans||", kmeans_parallel)]:
+    seeders: list[tuple[str, Callable[..., torch.Tensor]]] = [
+        ("kmeans++ plain", lambda *a: kmeans_plusplus(*a, n_trials=1)),
+        ("kmeans++", kmeans_plusplus),
+        ("kmeans||", kmeans_parallel),
+    ]
+    for name, seed_fn in seeders:
         init, t = timed(lambda f=seed_fn: f(x, args.k, args.seed), dev, args.repeats)
         final = kmeans(x, args.k, args.iters, init=init).inertia[-1]
         rows.append(row("vqlab", f"init {name}", t, inertia_of(x, init), inertia_after_lloyd=final))
+    return rows
+
+
+def bench_seeding_sweep(args: argparse.Namespace, dev: torch.device) -> list[dict]:
+    """Plain (``n_trials=1``) against greedy k-means++ seeding for each k: time and potential.
+
+    One timed run per (k, seeding) after a small warm-up: a greedy run at N = 32,768 and
+    k = 16,384 takes over a minute on a 2-core CPU. Each row records the 1-minute load
+    average, since on a shared machine other jobs can slow a run several times over.
+    """
+    n, dim = args.n or SWEEP_N[dev.type], args.dim or 64
+    ks = [int(k) for k in args.sweep_ks.split(",")]
+    rows = []
+    for k in ks:
+        x = make_data(n, dim, k, args.seed, dev)
+        trials = default_trials(k)
+        if k == ks[0]:  # warm-up: first calls allocate and load kernels
+            for n_trials in (1, trials):
+                kmeans_plusplus(x, 64, args.seed, n_trials=n_trials)
+        for name, n_trials in [("kmeans++ plain", 1), ("kmeans++ greedy", trials)]:
+            init, t = timed(
+                lambda t_=n_trials, x_=x, k_=k: kmeans_plusplus(x_, k_, args.seed, n_trials=t_),
+                dev,
+                repeats=1,
+                warmup=False,
+            )
+            rows.append(
+                row(
+                    "vqlab",
+                    f"init {name}",
+                    t,
+                    inertia_of(x, init),
+                    n=n,
+                    dim=dim,
+                    k=k,
+                    n_trials=n_trials,
+                    loadavg_1min=os.getloadavg()[0],
+                )
+            )
+        rows[-1]["time_ratio_greedy_vs_plain"] = rows[-1]["seconds"] / rows[-2]["seconds"]
+        rows[-1]["potential_ratio_greedy_vs_plain"] = rows[-1]["inertia"] / rows[-2]["inertia"]
+        print_table(rows[-2:])
     return rows
 
 
@@ -196,7 +255,9 @@ def environment(dev: torch.device, x: torch.Tensor, args: argparse.Namespace) ->
     return env
 
 
-def write(rows: list[dict], env: dict, dev: torch.device, out_dir: Path) -> str:
+def write(
+    rows: list[dict], env: dict, dev: torch.device, out_dir: Path, prefix: str = "kmeans"
+) -> str:
     """Write JSON and CSV named by device and torch version; returns the shared path stem."""
 
     def slug(s: str) -> str:
@@ -204,7 +265,7 @@ def write(rows: list[dict], env: dict, dev: torch.device, out_dir: Path) -> str:
 
     name = "cpu" if dev.type == "cpu" else env["device"]
     # a plain string stem: Path.with_suffix would cut "torch2.13.0" at its last dot
-    stem = str(out_dir / f"kmeans_{slug(name)}_torch{slug(env['torch'])}")
+    stem = str(out_dir / f"{prefix}_{slug(name)}_torch{slug(env['torch'])}")
     out_dir.mkdir(parents=True, exist_ok=True)
     Path(stem + ".json").write_text(json.dumps({"env": env, "rows": rows}, indent=2) + "\n")
     keys = sorted({key for r in rows for key in r}, key=lambda s: (s not in rows[0], s))
@@ -232,6 +293,13 @@ def main() -> None:
     args = parse_args()
     name = args.device if args.device != "auto" else "cuda" if torch.cuda.is_available() else "cpu"
     dev = torch.device(name)
+    if args.seeding_sweep:
+        rows = bench_seeding_sweep(args, dev)
+        env = environment(dev, torch.empty(rows[0]["n"], rows[0]["dim"]), args)
+        env["k"], env["repeats"] = [r["k"] for r in rows[::2]], 1
+        print_table(rows)
+        print(f"wrote {write(rows, env, dev, args.out_dir, 'kmeans_seeding')}.json/.csv")
+        return
     n, dim, k = SIZES[dev.type]
     args.n, args.dim, args.k = args.n or n, args.dim or dim, args.k or k
     x = make_data(args.n, args.dim, args.k, args.seed, dev)

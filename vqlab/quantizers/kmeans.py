@@ -4,6 +4,9 @@ Every pass over the data goes through :func:`~vqlab.quantizers.distance.nearest_
 ``N x K`` matrix of distances (or one-hot) ever exists; centroid sums use ``index_add_`` and
 counts use ``bincount``. Work is done in fp32 whatever the input dtype, on the device of ``x``.
 
+Seeding is greedy k-means++ by default (scikit-learn's): each pick scores ``2 + floor(ln k)``
+D² candidates and keeps the best; ``n_trials=1`` gives plain k-means++.
+
 Randomness: every random draw (seeding picks, k-means|| sampling, ``"random"`` picks) comes from
 one CPU :class:`torch.Generator` seeded by ``seed``. A seed therefore picks the same points on
 CPU and GPU, and a seeded CPU run is bitwise reproducible. CUDA runs are close but not bitwise
@@ -24,12 +27,13 @@ Glossary: ``N`` points, ``D`` dimension, ``k`` centroids (``K`` codes elsewhere)
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
 
-from vqlab.quantizers.distance import DEFAULT_MAX_BYTES, nearest_code
+from vqlab.quantizers.distance import CPU_TILE_BYTES, DEFAULT_MAX_BYTES, nearest_code, tile_shape
 from vqlab.validation import check_tensor, check_values
 
 INITS = ("kmeans++", "kmeans||", "random")
@@ -77,43 +81,86 @@ def _make_generator(seed: object, generator: torch.Generator | None) -> torch.Ge
     return torch.Generator().manual_seed(seed)
 
 
+def default_trials(k: int) -> int:
+    """Candidates per pick of greedy k-means++: ``2 + floor(ln k)``, scikit-learn's default."""
+    return 2 + int(math.log(k))
+
+
+def _check_trials(n_trials: object, k: int) -> int:
+    """``n_trials`` validated, with None resolved to :func:`default_trials`."""
+    if n_trials is None:
+        return default_trials(k)
+    if isinstance(n_trials, bool) or not isinstance(n_trials, int) or n_trials < 1:
+        raise ValueError(f"n_trials must be None or an int >= 1; got {n_trials!r}")
+    return n_trials
+
+
 def _d2_sample(
     x32: torch.Tensor,
     k: int,
     gen: torch.Generator,
     weights: torch.Tensor | None = None,
     *,
+    n_trials: int = 1,
+    max_bytes: int = DEFAULT_MAX_BYTES,
     cuda_graph: bool | None = None,
 ) -> torch.Tensor:
-    """Indices of ``k`` rows of ``x32`` (N, D) chosen by (weighted) D² sampling.
+    """Indices of ``k`` rows of ``x32`` (N, D) chosen by (weighted, greedy) D² sampling.
 
     The first row is drawn with probability proportional to ``weights`` (N,) (uniform when
-    None); each next row with probability proportional to ``weights * d²``, where ``d²`` is the
-    squared distance to the nearest row chosen so far. ``d²`` is kept as a running minimum that
-    one (N,) pass per pick updates: O(N k D) work, O(N) memory. Returns (k,) int64.
+    None). Each next pick draws ``n_trials`` candidate rows with probability proportional to
+    ``weights * d²``, where ``d²`` is the squared distance to the nearest row chosen so far,
+    and keeps the candidate that leaves the lowest potential ``sum(weights * d²)``: greedy
+    k-means++ as in scikit-learn. ``n_trials=1`` is plain k-means++ (no scoring pass).
+
+    ``d²`` is kept as a running minimum that one (N,) pass per pick updates. Scoring the
+    candidates is one (n_trials, rows) GEMM per row tile of at most ``max_bytes`` of fp32
+    distances (4 MiB at most on the CPU, as in :func:`nearest_code`), so the work is
+    O(N k D n_trials) and the memory O(N) plus one tile. Returns (k,) int64.
 
     cuda_graph: replay the picks as CUDA graphs (default: on CUDA when ``k >= 256``). Each
     pick is ~10 tiny kernels, so launching them from Python, not the GPU, bounds the time;
     a graph of many picks launches them all at once. The picks are the same either way.
     """
-    n = x32.shape[0]
+    n, t = x32.shape[0], n_trials
     device = x32.device
     w = torch.ones(n, dtype=torch.float64, device=device) if weights is None else weights.double()
-    # All draws up front from the CPU generator: the same seed picks the same rows on any device.
-    u = torch.rand(k, generator=gen, dtype=torch.float64).to(device)
+    w32 = w.float()  # weights are counts here: exact in fp32 up to 2^24
+    # All draws up front from the CPU generator: the same seed picks the same rows on any
+    # device. (k, t) draws hold the same numbers as k draws when t = 1, so plain picks match.
+    u = torch.rand(k, t, generator=gen, dtype=torch.float64).to(device)
     x_sq = (x32 * x32).sum(1)  # (N,)
     min_d = torch.full((n,), float("inf"), device=device)
     score = w.clone()
     picks = torch.zeros(k, dtype=torch.long, device=device)
     step = torch.zeros(1, dtype=torch.long, device=device)  # on device so a graph can advance it
+    budget = min(max_bytes, CPU_TILE_BYTES) if device.type == "cpu" else max_bytes
+    rows = tile_shape(n, t, budget)[0]
 
-    def pick_next() -> None:
-        # Only in-place updates of the tensors above, so that a captured graph can replay it.
+    def draw(trials: int) -> torch.Tensor:
+        """(trials,) candidate rows drawn by D² sampling from the current scores."""
         cdf = score.cumsum(0)  # (N,) float64: fp32 would lose small scores at large N
         # first index whose cdf exceeds u * total; zero-score rows are never chosen. If every
         # score is 0 (fewer distinct rows than k) this lands on the last row: a duplicate, no NaN.
-        j = torch.searchsorted(cdf, u.index_select(0, step) * cdf[-1:], right=True)
-        j = j.clamp_max_(n - 1)  # (1,)
+        j = torch.searchsorted(cdf, u.index_select(0, step)[0, :trials] * cdf[-1:], right=True)
+        return j.clamp_max_(n - 1)
+
+    def best_of(cand: torch.Tensor) -> torch.Tensor:
+        """(1,) the candidate among (t,) ``cand`` whose addition leaves the lowest potential."""
+        c = x32.index_select(0, cand)  # (t, D)
+        c_sq = x_sq.index_select(0, cand).unsqueeze(1)  # (t, 1)
+        pot = torch.zeros(t, dtype=torch.float64, device=device)
+        for r0 in range(0, n, rows):
+            # (t, r) rather than (r, t): the in-place passes and the row sums then run along
+            # contiguous memory (2-3x faster on the CPU than addmm into (r, t) with a bias)
+            d = torch.mm(c, x32[r0 : r0 + rows].T)
+            d.mul_(-2.0).add_(x_sq[r0 : r0 + rows]).add_(c_sq).clamp_min_(0.0)
+            torch.minimum(d, min_d[r0 : r0 + rows], out=d)  # d² after adding each candidate
+            pot += d.mul_(w32[r0 : r0 + rows]).sum(1, dtype=torch.float64)
+        return cand.index_select(0, pot.argmin().unsqueeze(0))  # first minimum on ties
+
+    def commit(j: torch.Tensor) -> None:
+        # Only in-place updates of the tensors above, so that a captured graph can replay it.
         picks.index_copy_(0, step, j)
         # ||x - c||^2 by the expansion reads x once per pick instead of writing an (N, D) temp
         c = x32.index_select(0, j)[0]  # (D,)
@@ -122,11 +169,15 @@ def _d2_sample(
         torch.mul(w, min_d, out=score)
         step.add_(1)
 
+    def pick_next() -> None:
+        commit(draw(1) if t == 1 else best_of(draw(t)))
+
+    commit(draw(1))  # the first row has no potential to lower: one draw, as scikit-learn
     if cuda_graph is None:
         cuda_graph = device.type == "cuda" and k >= 256
-    done = 0
-    if cuda_graph:
-        done = _replay_as_graphs(pick_next, k)
+    done = 1
+    if cuda_graph and k > 2:  # the graphs start with two eager picks
+        done += _replay_as_graphs(pick_next, k - 1)
     for _ in range(k - done):
         pick_next()
     return picks
@@ -158,16 +209,33 @@ def _replay_as_graphs(pick_next: Callable[[], None], k: int, per_graph: int = 64
 
 
 def kmeans_plusplus(
-    x: torch.Tensor, k: int, seed: int = 0, *, generator: torch.Generator | None = None
+    x: torch.Tensor,
+    k: int,
+    seed: int = 0,
+    *,
+    n_trials: int | None = None,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """k-means++ seeding (Arthur & Vassilvitskii, 2007): plain D² sampling, one pick per draw.
+    """k-means++ seeding (Arthur & Vassilvitskii, 2007), greedy by default as in scikit-learn.
+
+    Each pick after the first draws ``n_trials`` candidates by D² sampling and keeps the one
+    that lowers the potential (the inertia of the picks so far) the most. The default, None,
+    is ``2 + floor(ln k)`` (:func:`default_trials`); ``n_trials=1`` is plain k-means++, one
+    draw per pick. Greedy picks score ``n_trials`` times the distances but vary less from seed
+    to seed: on 4,000 points in 5 blobs with k = 20, the inertia after 20 Lloyd steps spread by
+    1.2% (8-D) and 5% (2-D) over seeds 0-9, against 3.0% and 31% with plain picks
+    (tests/quantizers/test_kmeans_seeding.py).
 
     x: (N, D) float. Returns (k, D) float32 centroids, each a row of ``x``, on ``x.device``.
-    Each pick is one sequential (N,) pass; for large ``k`` see :func:`kmeans_parallel`.
+    Each pick is one sequential pass over the N points; for large ``k`` see
+    :func:`kmeans_parallel`. max_bytes: memory budget of one tile of candidate distances.
     """
     _check_points(x, k)
+    trials = _check_trials(n_trials, k)
     x32 = x.detach().float()
-    return x32[_d2_sample(x32, k, _make_generator(seed, generator))].clone()
+    gen = _make_generator(seed, generator)
+    return x32[_d2_sample(x32, k, gen, n_trials=trials, max_bytes=max_bytes)].clone()
 
 
 def kmeans_parallel(
@@ -177,6 +245,7 @@ def kmeans_parallel(
     *,
     rounds: int = 5,
     oversampling: float = 1.0,
+    n_trials: int | None = None,
     max_bytes: int = DEFAULT_MAX_BYTES,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
@@ -186,16 +255,18 @@ def kmeans_parallel(
     ``rounds`` passes: each keeps every point independently with probability
     ``min(1, oversampling * k * d² / sum(d²))``, giving about ``oversampling * k`` candidates
     per round. Each candidate is then weighted by the number of points nearest to it, and
-    weighted k-means++ picks the ``k`` centroids among the candidates, so the sequential part
+    weighted greedy k-means++ (``n_trials`` as in :func:`kmeans_plusplus`) picks the ``k``
+    centroids among the candidates, so the sequential part
     walks ``~rounds * oversampling * k`` candidates rather than ``N`` points. The nearest
     candidate of every point is tracked during the rounds, so the weights cost no extra pass.
 
     Defaults: 5 rounds as in the paper, and ``oversampling=1`` (the paper's range is 0.5 to
     2): at N = 1M, D = 64, k = 16,384 on an H100 it seeded in 1.4 s against 2.3 s for 2 and
-    3.1 s for exact k-means++, and reached a lower inertia after 20 Lloyd steps than both.
+    3.1 s for exact k-means++, and reached a lower inertia after 20 Lloyd steps than both
+    (measured with plain, one-trial picks in both, before greedy picks became the default).
 
     If the rounds yield fewer than ``k`` candidates (few distinct points or a tiny ``N``),
-    this falls back to exact :func:`kmeans_plusplus` on all points, which it approximates.
+    this falls back to :func:`kmeans_plusplus` on all points, which it approximates.
 
     x: (N, D) float. Returns (k, D) float32 centroids, each a row of ``x``, on ``x.device``.
     """
@@ -204,8 +275,10 @@ def kmeans_parallel(
         raise ValueError(f"rounds must be an int >= 1; got {rounds!r}")
     if not isinstance(oversampling, (int, float)) or not oversampling > 0:
         raise ValueError(f"oversampling must be a number > 0; got {oversampling!r}")
+    trials = _check_trials(n_trials, k)
     x32 = x.detach().float()
-    return _parallel(x32, k, _make_generator(seed, generator), rounds, oversampling, max_bytes)
+    gen = _make_generator(seed, generator)
+    return _parallel(x32, k, gen, rounds, oversampling, trials, max_bytes)
 
 
 def _parallel(
@@ -214,6 +287,7 @@ def _parallel(
     gen: torch.Generator,
     rounds: int = 5,
     oversampling: float = 1.0,
+    n_trials: int = 1,
     max_bytes: int = DEFAULT_MAX_BYTES,
 ) -> torch.Tensor:
     """Body of :func:`kmeans_parallel` on validated fp32 (N, D) input; returns (k, D)."""
@@ -238,10 +312,11 @@ def _parallel(
         cand.append(new)
         n_cand += new.numel()
     if n_cand < k:
-        return x32[_d2_sample(x32, k, gen)].clone()
+        return x32[_d2_sample(x32, k, gen, n_trials=n_trials, max_bytes=max_bytes)].clone()
     rows = torch.cat(cand)  # (C,)
     weights = torch.bincount(owner, minlength=n_cand)  # (C,) points nearest to each candidate
-    return x32[rows[_d2_sample(x32[rows], k, gen, weights)]].clone()
+    picks = _d2_sample(x32[rows], k, gen, weights, n_trials=n_trials, max_bytes=max_bytes)
+    return x32[rows[picks]].clone()
 
 
 def _reseed_empty(
@@ -264,7 +339,12 @@ def _reseed_empty(
 
 
 def _initial_centroids(
-    x32: torch.Tensor, k: int, init: str | torch.Tensor, gen: torch.Generator, max_bytes: int
+    x32: torch.Tensor,
+    k: int,
+    init: str | torch.Tensor,
+    gen: torch.Generator,
+    n_trials: int,
+    max_bytes: int,
 ) -> torch.Tensor:
     """(k, D) float32 starting centroids for :func:`kmeans`."""
     if isinstance(init, torch.Tensor):
@@ -279,9 +359,9 @@ def _initial_centroids(
     if not isinstance(init, str):
         raise TypeError(f"init must be a str or a (k, D) tensor; got {type(init).__name__}")
     if init == "kmeans++":
-        return x32[_d2_sample(x32, k, gen)].clone()
+        return x32[_d2_sample(x32, k, gen, n_trials=n_trials, max_bytes=max_bytes)].clone()
     if init == "kmeans||":
-        return _parallel(x32, k, gen, max_bytes=max_bytes)
+        return _parallel(x32, k, gen, n_trials=n_trials, max_bytes=max_bytes)
     if init == "random":
         rows = torch.randperm(x32.shape[0], generator=gen)[:k].to(x32.device)
         return x32[rows].clone()
@@ -296,6 +376,7 @@ def kmeans(
     seed: int = 0,
     *,
     init: str | torch.Tensor = "kmeans++",
+    n_trials: int | None = None,
     max_bytes: int = DEFAULT_MAX_BYTES,
     generator: torch.Generator | None = None,
 ) -> KMeansResult:
@@ -306,9 +387,12 @@ def kmeans(
     iters: Lloyd steps (assign every point to its nearest centroid, move each centroid to the
         mean of its points). Runs exactly ``iters`` steps; there is no early stop.
     seed: seeds the CPU generator behind every random draw (ignored if ``generator`` is given).
-    init: ``"kmeans++"`` (D² sampling), ``"kmeans||"`` (k-means||, fewer passes for large k),
-        ``"random"`` (k distinct random rows) or a (k, D) tensor of starting centroids.
-    max_bytes: memory budget of one distance tile in :func:`nearest_code`.
+    init: ``"kmeans++"`` (greedy D² sampling, :func:`kmeans_plusplus`), ``"kmeans||"``
+        (k-means||, fewer passes for large k), ``"random"`` (k distinct random rows) or a
+        (k, D) tensor of starting centroids.
+    n_trials: D² candidates per seeding pick for ``"kmeans++"`` and ``"kmeans||"``; None is
+        ``2 + floor(ln k)`` (greedy, as scikit-learn), 1 is plain k-means++.
+    max_bytes: memory budget of one distance tile in :func:`nearest_code` and in the seeding.
 
     Returns :class:`KMeansResult` with (k, D) float32 centroids, (k,) int64 counts and the
     inertia trace of length ``iters + 1``. Empty clusters are re-seeded (module docstring).
@@ -316,9 +400,10 @@ def kmeans(
     _check_points(x, k)
     if isinstance(iters, bool) or not isinstance(iters, int) or iters < 0:
         raise ValueError(f"iters must be an int >= 0; got {iters!r}")
+    trials = _check_trials(n_trials, k)
     gen = _make_generator(seed, generator)
     x32 = x.detach().float()
-    centroids = _initial_centroids(x32, k, init, gen, max_bytes)
+    centroids = _initial_centroids(x32, k, init, gen, trials, max_bytes)
     inertia: list[torch.Tensor] = []  # kept on device; one transfer at the end
     for _ in range(iters):
         near = nearest_code(x32, centroids, max_bytes=max_bytes)
