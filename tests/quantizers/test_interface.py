@@ -1,0 +1,65 @@
+import pytest
+import torch
+
+from vqlab.quantizers.interface import (
+    QUANTIZERS,
+    MultiLevelOutput,
+    MultiLevelQuantizer,
+    Quantizer,
+    QuantizerOutput,
+    build_quantizer,
+)
+from vqlab.quantizers.multiscale import MultiScaleQuantizer
+from vqlab.quantizers.vq import VectorQuantizer
+
+ARGS = {
+    "single": {"dim": 4, "codebook_size": 8, "channel_dim": 1},
+    "multiscale": {"dim": 4, "codebook_size": 8, "scales": (1, 2, 4)},
+}
+
+
+def test_registry_maps_kinds_to_classes():
+    assert QUANTIZERS == {"single": VectorQuantizer, "multiscale": MultiScaleQuantizer}
+    with pytest.raises(ValueError, match="multiscale"):
+        build_quantizer("residual", dim=4, codebook_size=8)
+
+
+@pytest.mark.parametrize("kind", sorted(QUANTIZERS))
+def test_every_registered_quantizer_keeps_the_contract(kind):
+    torch.manual_seed(0)
+    q = build_quantizer(kind, **ARGS[kind])
+    assert isinstance(q, Quantizer)
+    z = torch.randn(2, 4, 4, 4)  # (B, D, h, w)
+    q.init_from_data(z.permute(0, 2, 3, 1).reshape(-1, 4), method="kmeans", iters=3, seed=0)
+    out = q.eval()(z)
+    assert isinstance(out, QuantizerOutput)
+    assert out.quantized.shape == z.shape and out.loss.dim() == 0 and "commitment" in out.losses
+    assert torch.equal(q.lookup(out.indices), out.quantized)
+    assert q.codebook.shape == (q.codebook_size, q.dim)
+    # to_code_space rows pair one to one with the ids, and each id is its row's nearest code
+    space = q.to_code_space(z)
+    ids = out.indices.reshape(-1)
+    assert space.shape == (ids.numel(), q.dim)
+    assert torch.equal(torch.cdist(space, q.codebook).argmin(1), ids)
+
+
+def test_multi_level_members_only_on_the_multiscale_layer():
+    single = build_quantizer("single", **ARGS["single"])
+    multi = build_quantizer("multiscale", **ARGS["multiscale"])
+    assert not isinstance(single, MultiLevelQuantizer)
+    assert isinstance(multi, MultiLevelQuantizer)
+    z = torch.randn(2, 4, 4, 4)
+    assert isinstance(multi(z), MultiLevelOutput)
+    assert not isinstance(single(z), MultiLevelOutput)
+
+
+def test_an_object_missing_a_member_is_not_a_quantizer():
+    class NoLookup(torch.nn.Module):
+        dim, codebook_size, channel_dim = 4, 8, 1
+        codebook = torch.zeros(8, 4)
+
+        def init_from_data(self, z, *, method="kmeans", iters=20, seed=0): ...
+
+        def to_code_space(self, z_e): ...
+
+    assert not isinstance(NoLookup(), Quantizer)
