@@ -46,6 +46,7 @@ from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
 
 import vqlab.quantizers.ops.triton_nearest as tn  # noqa: E402
+import vqlab.quantizers.ops.triton_tuning as tuning  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 H100_SMEM_OPTIN = 232_448  # bytes: shared_memory_per_block_optin of an H100 (227 KiB)
@@ -94,7 +95,7 @@ def divisibility(d: int) -> dict:
 
 def kept_configs(d: int, fast: bool, smem_limit: int) -> list[triton.Config]:
     """What the autotuner's pruner keeps on a device with ``smem_limit`` bytes per block."""
-    return tn._keep(tn._configs(fast), d, fast, smem_limit)
+    return tuning._keep(tuning._configs(fast), d, fast, smem_limit)
 
 
 def resources(cubin: bytes) -> dict:
@@ -123,7 +124,7 @@ def compile_one(job: tuple) -> dict:
         "num_stages": num_stages,
     }
     cfg = triton.Config(meta, num_warps=num_warps, num_stages=num_stages)
-    row["smem_estimate"] = tn._smem_bytes(cfg, d, fast)
+    row["smem_estimate"] = tuning._smem_bytes(cfg, d, fast)
     src = ASTSource(
         tn._nearest_kernel,
         signature(fast, x_dtype),

@@ -31,7 +31,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_vq import clustered  # noqa: E402
 
-from vqlab.quantizers.ops.triton_nearest import _certify  # noqa: E402
+from vqlab.quantizers.ops.certify import certify_nearest as _certify  # noqa: E402
 from vqlab.quantizers.ops.triton_prep import interleave  # noqa: E402
 
 

@@ -8,3 +8,23 @@ waits on the first, and on a shared 2-core machine oversubscribed threads made s
 import torch
 
 torch.set_num_threads(1)
+
+try:
+    from hypothesis import HealthCheck, settings
+except ImportError:  # hypothesis is a test extra; the modules that need it import it themselves
+    pass
+else:
+    # Property tests: bounded and derandomized, so CI runs are fast and reproducible; to hunt
+    # further locally, run with --hypothesis-profile=hunt (more examples, fresh randomness).
+    settings.register_profile(
+        "ci",
+        max_examples=40,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        suppress_health_check=[HealthCheck.too_slow],
+    )
+    settings.register_profile(
+        "hunt", settings.get_profile("ci"), max_examples=2000, derandomize=False
+    )
+    settings.load_profile("ci")

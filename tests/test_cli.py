@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -44,6 +45,14 @@ def test_train_writes_the_run_folder(tmp_path, capsys):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["strategy"] == "deferred" and summary["codebook_size"] == 16
     assert 1 <= summary["perplexity"] <= 16 and "seconds" in summary
+    # the known answer: perplexity and usage are those of the test set's tokens (all 200 of
+    # them are in eval_samples.npz), recomputed here from the indices alone
+    indices = np.load(out / "eval_samples.npz")["indices"]
+    assert indices.shape == (200,)
+    p = np.bincount(indices, minlength=16) / indices.size
+    assert summary["perplexity"] == pytest.approx(np.exp(-np.sum(p[p > 0] * np.log(p[p > 0]))))
+    assert summary["usage"] == pytest.approx(np.count_nonzero(p) / 16)
+    assert summary["dead_codes"] == 16 - np.count_nonzero(p)
     cfg = yaml.safe_load((out / "config.yaml").read_text())
     assert cfg["train"]["strategy"] == "deferred" and cfg["vq"]["codebook_size"] == 16
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
@@ -149,3 +158,15 @@ def test_diagnose_a_trained_run(tmp_path, capsys):
     for key in ("perplexity", "usage", "codebook_mean_l2", "recon_mse"):
         assert diag[key] == pytest.approx(summary[key], rel=1e-5)
     assert (tmp_path / "d" / "plots" / "tokens.png").is_file()
+
+
+def test_a_codebook_too_large_for_memory_is_one_line_exit_2(tmp_path, capsys):
+    # 2e9 codes of D=64 would need ~960 GiB before the first step: refused up front, with one
+    # line, instead of a raw allocator traceback
+    sets = ["vq.codebook_size=2000000000", "vq.init_samples=2000000000", "model.latent_dim=64"]
+    argv = ["train", "--config", TINY, "--out", str(tmp_path / "r"), "--quiet"]
+    code, _, err = run_cli(capsys, *argv, *[a for s in sets for a in ("--set", s)])
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert "vq.codebook_size=2000000000" in lines[0] and "free" in lines[0]

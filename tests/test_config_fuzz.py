@@ -13,7 +13,7 @@ import typing
 
 import pytest
 import yaml
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from vqlab.config import (
@@ -21,19 +21,11 @@ from vqlab.config import (
     RunConfig,
     build_config,
     closest_key,
+    edit_distance,
     load_config,
     valid_keys,
 )
 
-# Bounded and derandomized, so CI runs are fast and reproducible; to hunt further locally,
-# raise max_examples and set derandomize=False.
-SETTINGS = settings(
-    max_examples=60,
-    deadline=None,
-    derandomize=True,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow],
-)
 KEYS = valid_keys()
 
 
@@ -58,15 +50,6 @@ def _base(typ: typing.Any) -> typing.Any:
     return args[0] if args else typ
 
 
-def _edit_distance(a: str, b: str) -> int:
-    row = list(range(len(b) + 1))
-    for i, ca in enumerate(a, 1):
-        prev, row[0] = row[0], i
-        for j, cb in enumerate(b, 1):
-            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (ca != cb))
-    return row[-1]
-
-
 def _config_or_config_error(fn, *args) -> RunConfig | ConfigError:
     """Run ``fn``; anything but a RunConfig or a one-line ConfigError fails the test."""
     try:
@@ -82,7 +65,7 @@ KEY_TEXT = st.text(alphabet=st.characters(codec="utf-8", exclude_characters="=")
 
 
 # --------------------------------------------------------------------------------------- keys
-@SETTINGS
+@settings(max_examples=60)
 @given(key=st.one_of(KEY_TEXT, st.builds(".".join, st.lists(KEY_TEXT, min_size=2, max_size=4))))
 def test_unknown_keys_are_config_errors(key):
     assume(key.strip() not in KEYS)
@@ -106,7 +89,7 @@ def typos(draw):
     return key[:pos] + ch + key[pos + 1 :]
 
 
-@SETTINGS
+@settings(max_examples=60)
 @given(typo=typos())
 def test_a_one_character_typo_gets_a_close_suggestion(typo):
     assume(typo not in KEYS and typo not in ("data", "model", "vq", "train"))
@@ -116,7 +99,7 @@ def test_a_one_character_typo_gets_a_close_suggestion(typo):
     assert suggestion in KEYS and f"did you mean {suggestion!r}" in str(err)
     # as close as the key it came from, or the same field name in another group
     same_leaf = suggestion.rsplit(".", 1)[-1] == typo.rsplit(".", 1)[-1]
-    assert _edit_distance(typo, suggestion) <= 1 or same_leaf
+    assert edit_distance(typo, suggestion) <= 1 or same_leaf
 
 
 @pytest.mark.parametrize(
@@ -143,7 +126,7 @@ def test_a_group_name_is_not_a_key():
 
 
 # ------------------------------------------------------------------------------------- values
-@SETTINGS
+@settings(max_examples=60)
 @given(key=st.sampled_from(KEYS), text=st.text(max_size=16))
 def test_any_text_for_any_key_parses_or_names_the_type(key, text):
     result = _config_or_config_error(load_config, None, [f"{key}={text}"])
@@ -160,7 +143,7 @@ def test_any_text_for_any_key_parses_or_names_the_type(key, text):
         assert math.isfinite(value)
 
 
-@SETTINGS
+@settings(max_examples=60)
 @given(
     key=st.sampled_from([k for k in KEYS if _base(TYPES[k]) in (int, float)]),
     special=st.sampled_from(["nan", "inf", "-inf", "1e400", "NaN", " 1 ", "1_0", "0x1", "1e3"]),
@@ -185,7 +168,7 @@ YAML_VALUES = st.recursive(
 )
 
 
-@SETTINGS
+@settings(max_examples=60)
 @given(key=st.sampled_from(KEYS), value=YAML_VALUES)
 def test_any_yaml_value_for_any_key_is_checked(key, value):
     result = _config_or_config_error(build_config, {key: value})
@@ -196,7 +179,7 @@ def test_any_yaml_value_for_any_key_is_checked(key, value):
         assert not (isinstance(got, float) and not math.isfinite(got))
 
 
-@SETTINGS
+@settings(max_examples=60)
 @given(text=st.text(max_size=60))
 def test_any_file_text_loads_or_is_a_config_error(tmp_path_factory, text):
     path = tmp_path_factory.mktemp("fuzz") / "c.yaml"
@@ -204,7 +187,7 @@ def test_any_file_text_loads_or_is_a_config_error(tmp_path_factory, text):
     _config_or_config_error(load_config, path)
 
 
-@SETTINGS
+@settings(max_examples=60)
 @given(tree=st.dictionaries(st.sampled_from(["data", "model", "vq", "train", "seed"]), YAML_VALUES))
 def test_any_yaml_tree_loads_or_is_a_config_error(tmp_path_factory, tree):
     path = tmp_path_factory.mktemp("fuzz") / "c.yaml"
@@ -227,7 +210,7 @@ def test_unreadable_files(tmp_path):
 
 
 # ------------------------------------------------------------------------------ contradictions
-@SETTINGS
+@settings(max_examples=60)
 @given(steps=st.integers(1, 10**6), pretrain=st.integers(0, 10**6))
 def test_deferred_needs_a_vq_phase(steps, pretrain):
     sets = ["train.strategy=deferred", f"train.steps={steps}", f"train.pretrain_steps={pretrain}"]
@@ -238,14 +221,14 @@ def test_deferred_needs_a_vq_phase(steps, pretrain):
         assert load_config(None, sets).train.pretrain_steps == pretrain
 
 
-@SETTINGS
+@settings(max_examples=60)
 @given(k=st.integers(-(10**6), 0))
 def test_codebook_size_below_one(k):
     with pytest.raises(ConfigError, match="vq.codebook_size must be > 0"):
         load_config(None, [f"vq.codebook_size={k}"])
 
 
-@SETTINGS
+@settings(max_examples=60)
 @given(decay=st.one_of(st.floats(max_value=0.0), st.floats(min_value=1.0)))
 def test_decay_outside_the_open_unit_interval(decay):
     with pytest.raises(ConfigError, match="vq.decay"):
@@ -275,3 +258,23 @@ def test_decay_outside_the_open_unit_interval(decay):
 def test_contradictions_are_refused_at_load_time(sets, message):
     with pytest.raises(ConfigError, match=message):
         load_config(None, sets)
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "expected"),
+    [
+        ("", "", 0),
+        ("", "beta", 4),
+        ("beta", "", 4),
+        ("beta", "beta", 0),
+        ("beta", "betta", 1),  # one insertion
+        ("decay", "dcay", 1),  # one deletion
+        ("codebook_size", "codebook_sise", 1),  # one substitution
+        ("kitten", "sitting", 3),  # the textbook pair: 2 substitutions and 1 insertion
+        ("flaw", "lawn", 2),
+        ("vq.beta", "vq.atbe", 4),  # a transposition is two edits in Levenshtein distance
+    ],
+)
+def test_edit_distance_known_pairs(a, b, expected):
+    assert edit_distance(a, b) == expected
+    assert edit_distance(b, a) == expected

@@ -13,7 +13,7 @@ import math
 
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from vqlab.diagnostics import (
@@ -30,15 +30,6 @@ from vqlab.diagnostics import (
     usage,
 )
 
-# Bounded and derandomized, so CI runs are fast and reproducible; to hunt further locally,
-# raise max_examples and set derandomize=False.
-SETTINGS = settings(
-    max_examples=40,
-    deadline=None,
-    derandomize=True,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow],
-)
 FLOATS = [torch.float16, torch.bfloat16, torch.float32, torch.float64]
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
@@ -61,7 +52,6 @@ def no_nan(metrics: dict) -> None:
 
 
 # ------------------------------------------------------------------------------- diagnose()
-@SETTINGS
 @given(
     k=st.integers(1, 12),
     n=st.integers(1, 20),
@@ -97,7 +87,6 @@ def test_diagnose_is_defined_and_matches_naive(k, n, d, dtype, strided, collapse
         assert out["coverage_ratio"] == (math.inf if out["codebook_mean_l2"] > 0 else 0.0)
 
 
-@SETTINGS
 @given(
     k=st.integers(2, 10),
     n=st.integers(2, 16),
@@ -113,7 +102,7 @@ def test_low_precision_gives_exactly_the_numbers_of_its_float64_copy(k, n, d, dt
     assert low == pytest.approx(high, rel=1e-12)
 
 
-@settings(SETTINGS, max_examples=15)
+@settings(max_examples=15)
 @given(
     n=st.integers(2, 16),
     classes=st.integers(1, 5),
@@ -133,7 +122,6 @@ def test_labels_with_too_few_classes_leave_the_class_metrics_out(n, classes, see
     assert "embedding_effective_rank" in out and "modes_with_tokens" in out
 
 
-@SETTINGS
 @given(
     which=st.sampled_from(["codebook", "embeddings", "reconstructions", "inputs", "means"]),
     bad=st.sampled_from([float("nan"), float("inf"), float("-inf")]),
@@ -212,7 +200,6 @@ def test_indices_without_a_codebook_and_empty_call():
 
 
 # ------------------------------------------------------------------ the functions one by one
-@SETTINGS
 @given(
     counts=st.lists(st.integers(0, 50), min_size=1, max_size=30),
     as_float=st.booleans(),
@@ -246,7 +233,6 @@ def test_bad_counts(counts, error, message):
             fn(counts)
 
 
-@SETTINGS
 @given(
     values=st.lists(st.integers(-3, 12), max_size=30),
     k=st.integers(1, 10),
@@ -264,7 +250,6 @@ def test_code_counts_counts_or_names_the_range(values, k, dtype):
         assert counts.tolist() == [values.count(i) for i in range(k)]
 
 
-@SETTINGS
 @given(
     n=st.integers(1, 20),
     d=st.integers(1, 6),
@@ -285,7 +270,6 @@ def test_rank_metrics_stay_in_range(n, d, rank, dtype, seed):
         assert mean_pairwise_l2(x) >= 0 and 0 <= mean_pairwise_cos_dist(x) <= 2 + 1e-9
 
 
-@SETTINGS
 @given(
     n=st.integers(1, 20),
     k=st.integers(1, 10),
@@ -300,7 +284,6 @@ def test_mean_nearest_distance_matches_cdist(n, k, d, x_dtype, c_dtype, seed):
     assert mean_nearest_distance(x, c) == pytest.approx(naive, rel=1e-4, abs=1e-4)
 
 
-@SETTINGS
 @given(
     n=st.integers(1, 30),
     k=st.integers(1, 8),

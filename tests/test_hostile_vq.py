@@ -11,21 +11,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from vqlab.quantizers import VectorQuantizer, kmeans, nearest_code
 from vqlab.validation import max_magnitude, value_checks
 
-# Bounded and derandomized, so CI runs are fast and reproducible; to hunt further locally,
-# raise max_examples and set derandomize=False.
-SETTINGS = settings(
-    max_examples=40,
-    deadline=None,
-    derandomize=True,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow],
-)
 FLOATS = [torch.float16, torch.bfloat16, torch.float32, torch.float64]
 NOT_FLOATS = [torch.int64, torch.int32, torch.uint8, torch.bool, torch.complex64]
 LAYOUTS = ["contiguous", "transposed", "sliced", "expanded"]
@@ -57,7 +48,6 @@ def check_nearest(x: torch.Tensor, codebook: torch.Tensor, indices: torch.Tensor
 
 
 # ------------------------------------------------------------------------- VectorQuantizer
-@SETTINGS
 @given(
     n=st.integers(0, 24),
     d=st.integers(1, 6),
@@ -88,7 +78,6 @@ def test_forward_matches_naive_reference(n, d, k, dtype, layout, update, trainin
     assert z.grad is not None and torch.isfinite(z.grad.float()).all()
 
 
-@SETTINGS
 @given(
     b=st.integers(0, 3),
     h=st.integers(1, 4),
@@ -121,7 +110,6 @@ def test_zero_and_one_dimensional_inputs():
         VectorQuantizer(4, 8, channel_dim=5)(torch.randn(3, 4))
 
 
-@SETTINGS
 @given(
     dtype=st.sampled_from(NOT_FLOATS),
     n=st.integers(0, 5),
@@ -146,7 +134,6 @@ def test_numpy_input_is_a_type_error():
         VectorQuantizer(3, 2)(np.zeros((2, 3), dtype=np.float32))
 
 
-@SETTINGS
 @given(
     n=st.integers(1, 12),
     d=st.integers(1, 5),
@@ -171,7 +158,6 @@ def test_nan_and_inf_are_refused_by_name_before_any_update(n, d, dtype, bad, dat
         assert torch.equal(value, state[key]), key
 
 
-@SETTINGS
 @given(
     d=st.integers(1, 64),
     scale=st.floats(1.01, 1e6),
@@ -243,7 +229,6 @@ def test_bad_constructor_arguments(kwargs, error, message):
         VectorQuantizer(dim, k, **args)
 
 
-@SETTINGS
 @given(
     n=st.integers(0, 30),
     k=st.integers(1, 12),
@@ -313,7 +298,6 @@ def test_empty_batch_in_training_keeps_statistics_and_backward_reaches_parameter
 
 
 # ----------------------------------------------------------------------------- nearest_code
-@SETTINGS
 @given(
     n=st.integers(0, 30),
     k=st.integers(1, 40),
@@ -335,7 +319,6 @@ def test_nearest_code_matches_brute_force(n, k, d, x_dtype, c_dtype, layout, max
         check_nearest(x.float(), codebook.float(), res.indices)
 
 
-@SETTINGS
 @given(
     which=st.sampled_from(["x", "codebook"]),
     bad=st.sampled_from([float("nan"), float("inf")]),
@@ -367,7 +350,6 @@ def test_nearest_code_bad_arguments(x, codebook, error, message):
 
 
 # ------------------------------------------------------------------------------------ kmeans
-@SETTINGS
 @given(
     n=st.integers(1, 40),
     d=st.integers(1, 5),
@@ -391,7 +373,6 @@ def test_kmeans_is_finite_and_consistent(n, d, data, dtype, layout, init, seed):
     check_nearest(x.float(), res.centroids, nearest_code(x, res.centroids).indices)
 
 
-@SETTINGS
 @given(n=st.integers(0, 6), extra=st.integers(1, 5))
 def test_kmeans_with_too_few_points_says_so(n, extra):
     with pytest.raises(ValueError, match=f"k={n + extra} centroids need at least k points"):
@@ -437,3 +418,15 @@ def test_cuda_matches_cpu_and_device_mismatch_is_named():
         vq_gpu(bad)
     with pytest.raises(ValueError, match="on cuda"):
         nearest_code(z, vq_gpu.codebook)
+
+
+def test_property_tests_run_under_the_bounded_profile():
+    # the one settings block lives in conftest.py; --hypothesis-profile=hunt widens it on purpose
+    from hypothesis import settings
+
+    if settings.get_current_profile_name() == "hunt":
+        pytest.skip("hunting: more examples, fresh randomness")
+    current = settings.default
+    assert settings.get_current_profile_name() == "ci"
+    assert current.max_examples == 40 and current.derandomize and current.deadline is None
+    assert current.database is None

@@ -2,10 +2,15 @@
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
+from torch import nn
 
 from vqlab import load_config, train
 from vqlab.data.dataset import load_dataset
+from vqlab.models.autoencoder import VQAutoencoder
+from vqlab.quantizers import VectorQuantizer
+from vqlab.training.evaluate import evaluate
 
 
 def make_folder(root, splits=("train", "test"), per_class=6, size=16):
@@ -73,6 +78,25 @@ def test_conv_run_on_images_end_to_end(tmp_path, monkeypatch):
     assert 0 <= summary["probe_accuracy"] <= 1 and 0 <= summary["token_probe_accuracy"] <= 1
     assert summary["modes_with_tokens"] in (1, 2)
     assert "recon_mse" in summary and np.isfinite(summary["recon_mse"])
+
+
+def test_two_colours_evaluate_to_known_answers(tmp_path, monkeypatch):
+    # An identity "encoder" on red and blue images: every pixel is its own 3-d latent, the two
+    # codes sit on the two colours, so the answers are known. Per-image pooling gives each image
+    # its mean colour, which a linear probe separates perfectly (probe 1); every pixel takes its
+    # colour's code, so each image's tokens pool to that code (token probe 1), and the 6 red and
+    # 6 blue test images use the two codes equally (perplexity exactly 2, usage 1).
+    monkeypatch.setenv("VQLAB_CACHE", str(tmp_path / "cache"))
+    root = make_folder(tmp_path / "imgs")
+    data = load_dataset(load_config(None, ["data.name=image_folder", f"data.path={root}"]).data, 0)
+    quantizer = VectorQuantizer(3, 2, channel_dim=1)
+    pixels = data.train_x.movedim(1, -1).reshape(-1, 3)  # (12 * 16 * 16, 3)
+    quantizer.init_from_data(pixels, method="kmeans", iters=10, seed=0)
+    model = VQAutoencoder(nn.Identity(), quantizer, nn.Identity())
+    metrics, _ = evaluate(model, data, torch.device("cpu"), quantize=True)
+    assert metrics["probe_accuracy"] == 1.0 and metrics["token_probe_accuracy"] == 1.0
+    assert metrics["perplexity"] == pytest.approx(2.0, abs=1e-9) and metrics["usage"] == 1.0
+    assert metrics["dead_codes"] == 0
 
 
 def test_missing_image_path_is_a_data_error(tmp_path):

@@ -80,6 +80,13 @@ def test_replicate_capacity_and_init(tmp_path, tiny_cifar, monkeypatch):
     rows = replications.replicate("capacity", tmp_path / "cap", data=tiny_cifar, progress=False)
     assert len(rows) == 2 * 2 + 2 * 2 and all(r["status"] == "ok" for r in rows)
     assert all(0 <= r["probe_accuracy"] <= 1 for r in rows)
+    # known answers on the 10-peak mixture (peaks 10 apart, std 0.5): with 16 hidden units the
+    # embeddings keep every peak apart (probe 1), and with 2 they merge some (the paper's point)
+    probe = {(str(r["model.hidden"]), r["strategy"]): r["probe_accuracy"] for r in rows
+             if r.get("model.hidden") not in (None, "")}  # fmt: skip
+    for strategy in ("standard", "deferred"):
+        assert probe["16", strategy] == 1.0
+        assert probe["2", strategy] < 0.9
     assert (tmp_path / "cap" / "plots" / "synthetic_vs_width.png").is_file()
     assert (tmp_path / "cap" / "plots" / "cifar_vs_width.png").is_file()
 

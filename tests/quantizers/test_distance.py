@@ -228,7 +228,7 @@ def test_auto_falls_back_to_torch_once_when_triton_fails(monkeypatch):
     FakeCompilationError.__module__ = "triton.compiler.errors"
     calls = []
 
-    def broken(x, codebook, precision="exact"):
+    def broken(x, codebook, precision="exact", **kwargs):
         calls.append(precision)
         raise FakeCompilationError("ptxas fatal: made up for this test\nsecond line")
 
@@ -251,7 +251,7 @@ def test_auto_falls_back_to_torch_once_when_triton_fails(monkeypatch):
     with pytest.raises(FakeCompilationError):
         nearest_code(x, codebook, backend="triton")
 
-    def wrong(x, codebook, precision="exact"):
+    def wrong(x, codebook, precision="exact", **kwargs):
         raise ValueError("not Triton's")
 
     monkeypatch.setattr(distance, "_triton_failed", None)

@@ -16,17 +16,20 @@ def test_batch_statistics_equals_one_hot_formula():
 
 def test_ema_update_by_hand():
     # K=2, D=1. Start: counts (1, 1), sums (0, 10). Batch: code 0 gets 3 points summing to 6.
+    # decay 0.75, not 0.5: swapping decay and 1 - decay must change the answer (and 0.75, 0.25
+    # are exact in binary, so the expected values are exact too)
     state = ema_update(
         torch.tensor([1.0, 1.0]),
         torch.tensor([[0.0], [10.0]]),
         torch.tensor([3.0, 0.0]),
         torch.tensor([[6.0], [0.0]]),
-        decay=0.5,
+        decay=0.75,
         eps=0.0,
     )
-    assert state.counts.tolist() == [2.0, 0.5]  # 0.5*1 + 0.5*3, 0.5*1 + 0
-    assert state.sums.flatten().tolist() == [3.0, 5.0]
-    assert state.codebook.flatten().tolist() == [1.5, 10.0]
+    assert state.counts.tolist() == [1.5, 0.75]  # 0.75*1 + 0.25*3, 0.75*1 + 0.25*0
+    assert state.sums.flatten().tolist() == [1.5, 7.5]  # 0.75*0 + 0.25*6, 0.75*10 + 0.25*0
+    # codebook = sums / counts: 1.5 / 1.5, and 7.5 / 0.75 (the unused code keeps its place)
+    assert state.codebook.flatten().tolist() == [1.0, 10.0]
 
 
 def test_laplace_smoothing_keeps_total_and_avoids_zero():

@@ -24,7 +24,6 @@ pytest.importorskip(
 from vqlab.quantizers.distance import nearest_code, nearest_code_torch  # noqa: E402
 from vqlab.quantizers.ops.triton_nearest import (  # noqa: E402
     TileConfig,
-    _certify,
     interpreting,
     nearest_code_triton,
 )
@@ -206,21 +205,6 @@ def test_fast_mode_certificate_settles_well_separated_rows():
     fast = nearest_code_triton(x, grid, precision="fast", config=SMALL, stats=stats)
     assert stats == {"rows": 22, "fallback_rows": 0}
     assert fast.indices.tolist() == list(range(0, 64, 3))
-
-
-def test_certify_hand_example():
-    # x = mu = 0 and every code of norm 1 (||c~||^2 = 1, so |c~|_max = 1): the score of a code
-    # is its squared distance. bf16's u = 2^-8 makes E ~ 1.01 * 2^-8 / (1 - 2^-8) = 0.00396
-    x, mu = torch.zeros(4, 8), torch.zeros(8)
-    c_sq = torch.tensor([1.0, 1.0, float("inf")])  # the last: interleave padding, ignored
-    best = torch.ones(4)  # the re-scored winner is at squared distance 1
-    # nothing skipped; skipped codes at 4; at 1.02 (distance 1.00995 - E = 1.006 > 1); at
-    # 1.005 (1.0025 - E = 0.9985 < 1: within rounding of the winner, so unproved)
-    discarded = torch.tensor([float("inf"), 4.0, 1.02, 1.005])
-    ok = _certify(x, mu, c_sq, discarded, best, torch.bfloat16)
-    assert ok.tolist() == [True, True, True, False]
-    # fp16's u = 2^-11 is 8x finer: 1.005 is then far enough
-    assert _certify(x, mu, c_sq, discarded, best, torch.float16).tolist() == [True] * 4
 
 
 @kernel_test

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from vqlab.quantizers.vq import VectorQuantizer
+from vqlab.quantizers.vq import VectorQuantizer, fit_codes
 
 
 def hand_vq(update: str = "ema") -> VectorQuantizer:
@@ -136,6 +136,30 @@ def test_init_from_data_methods(method):
     again = VectorQuantizer(3, 20)
     again.init_from_data(data, method=method, iters=5, seed=1)
     assert torch.equal(again.codebook, vq.codebook)  # seeded
+
+
+def test_fit_codes_random_normal_has_the_datas_spread_per_dimension():
+    # dimensions of very different scales: each code dimension must take its own std and mean
+    g = torch.Generator().manual_seed(0)
+    mean, std = torch.tensor([3.0, -2.0, 10.0]), torch.tensor([1.0, 5.0, 0.2])
+    data = mean + std * torch.randn(4000, 3, generator=g)
+    codes = fit_codes(data, 4000, "random_normal", seed=1)
+    assert codes.shape == (4000, 3)
+    torch.testing.assert_close(codes.std(0), data.std(0), rtol=0.05, atol=0)
+    assert ((codes.mean(0) - data.mean(0)).abs() < 0.1 * data.std(0)).all()
+
+
+def test_fit_codes_sample_draws_distinct_rows_of_the_data():
+    data = torch.arange(100.0).reshape(50, 2)  # 50 distinct rows
+    codes = fit_codes(data, 30, "sample", seed=4)
+    rows = {tuple(r) for r in data.tolist()}
+    assert len({tuple(r) for r in codes.tolist()}) == 30  # no row drawn twice
+    assert all(tuple(r) in rows for r in codes.tolist())
+    # K = N draws every row once: the codes are the data, shuffled, with its exact spread
+    every = fit_codes(data, 50, "sample", seed=4)
+    assert sorted(map(tuple, every.tolist())) == sorted(rows)
+    torch.testing.assert_close(every.std(0), data.std(0))
+    assert not torch.equal(every, data)  # shuffled, not the first K rows
 
 
 def test_init_kmeans_places_codes_on_clusters():

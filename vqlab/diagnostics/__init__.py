@@ -14,12 +14,12 @@ from vqlab.diagnostics.collapse import (
     recon_mode_accuracy,
     stratified_split,
 )
-from vqlab.diagnostics.distances import (
+from vqlab.diagnostics.diagnose import diagnose
+from vqlab.diagnostics.spread import (
     mean_nearest_distance,
     mean_pairwise_cos_dist,
     mean_pairwise_l2,
 )
-from vqlab.diagnostics.report import diagnose
 from vqlab.diagnostics.usage import code_counts, dead_codes, perplexity, usage
 
 __all__ = [

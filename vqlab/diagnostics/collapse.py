@@ -22,7 +22,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from vqlab.diagnostics.distances import _check_matrix, mean_pairwise_l2
+from vqlab.diagnostics.spread import _check_matrix, mean_pairwise_l2
 from vqlab.diagnostics.usage import code_counts
 from vqlab.quantizers.distance import nearest_code
 from vqlab.validation import check_int, check_integer, check_number

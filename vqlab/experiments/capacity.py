@@ -10,10 +10,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from vqlab.experiments.markdown import markdown_table, provenance
 from vqlab.experiments.plots import plot_against
-from vqlab.experiments.replications import SYNTHETIC_BASE
-from vqlab.experiments.report import markdown_table, provenance
 from vqlab.experiments.sweep import expand, run_sweep
+from vqlab.experiments.synthetic import SYNTHETIC_BASE
 
 PRESETS: dict[str, dict[str, Any]] = {
     "cpu": {

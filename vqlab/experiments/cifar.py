@@ -11,8 +11,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from vqlab.experiments.markdown import markdown_table, provenance
 from vqlab.experiments.plots import plot_over_training, plot_vs_codebook_size
-from vqlab.experiments.report import markdown_table, provenance
 from vqlab.experiments.sweep import RUNS_DIR, expand, run_name, run_sweep
 
 # Sizes, widths and steps are [open] in the papers; these are vqlab's choices, stated in reports.

@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from vqlab.experiments.cifar import CIFAR_BASE, CIFAR_PRESETS
+from vqlab.experiments.markdown import markdown_table, provenance
 from vqlab.experiments.plots import plot_bars
-from vqlab.experiments.report import markdown_table, provenance
 from vqlab.experiments.results import write_results
 from vqlab.experiments.sweep import expand, run_sweep
 

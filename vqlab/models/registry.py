@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import torch
 from torch import nn
 
-from vqlab.config import ConfigError, ModelConfig, VQConfig
+from vqlab.config import ModelConfig, VQConfig
+from vqlab.errors import ConfigError
+from vqlab.memory import check_codebook_memory
 from vqlab.models.autoencoder import VQAutoencoder
 from vqlab.models.conv import ConvDecoder, ConvEncoder, check_image_shape
 from vqlab.models.mlp import MLPDecoder, MLPEncoder
@@ -44,8 +47,24 @@ BUILDERS: dict[str, Callable[[ModelConfig, tuple[int, ...]], tuple[nn.Module, nn
 }
 
 
-def build_model(model: ModelConfig, vq: VQConfig, input_shape: tuple[int, ...]) -> VQAutoencoder:
-    """Autoencoder for samples of ``input_shape`` (without the batch axis)."""
+def build_model(
+    model: ModelConfig,
+    vq: VQConfig,
+    input_shape: tuple[int, ...],
+    device: torch.device | str | None = None,
+) -> VQAutoencoder:
+    """Autoencoder for samples of ``input_shape`` (without the batch axis).
+
+    Before anything is allocated, the codebook's memory is checked against the CPU's (where the
+    model is built) and, when ``device`` is given, that device's free memory
+    (:func:`~vqlab.memory.check_codebook_memory`): a size that cannot fit is a one-line
+    :class:`~vqlab.errors.ConfigError`. The model is returned on the CPU.
+    """
+    dim = vq.code_dim or model.latent_dim
+    # a trained codebook also holds its gradient and Adam's two moments
+    extra = 3 * 4 * dim if vq.update == "grad" else 0
+    for where in {torch.device("cpu"), torch.device(device or "cpu")}:
+        check_codebook_memory(vq.codebook_size, dim, where, extra_bytes_per_code=extra)
     if model.kind not in BUILDERS:
         raise ValueError(
             f"model.kind={model.kind!r} is not available; choose one of {list(BUILDERS)}"

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import torch
-import torch.distributed as dist
+import torch.distributed as tdist
 from torch import nn
 
 from vqlab.config import ConfigError
@@ -86,40 +86,40 @@ def setup(device_name: str) -> Dist:
         return Dist(0, 1, 0, device)
     if device.type == "cuda":
         torch.cuda.set_device(device)  # nccl collectives and object broadcasts use this GPU
-    owns = not dist.is_initialized()
+    owns = not tdist.is_initialized()
     if owns:
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return Dist(dist.get_rank(), dist.get_world_size(), local_rank, device, owns)
+        tdist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return Dist(tdist.get_rank(), tdist.get_world_size(), local_rank, device, owns)
 
 
-def teardown(d: Dist) -> None:
-    if d.owns_group and dist.is_initialized():
-        dist.destroy_process_group()
+def teardown(dist: Dist) -> None:
+    if dist.owns_group and tdist.is_initialized():
+        tdist.destroy_process_group()
 
 
-def check_batch(batch_size: int, d: Dist) -> None:
+def check_batch(batch_size: int, dist: Dist) -> None:
     """Refuse a global batch that does not split into equal shards (see the module docstring)."""
-    if batch_size % d.world:
+    if batch_size % dist.world:
         raise ConfigError(
             f"train.batch_size={batch_size} must be divisible by the number of processes "
-            f"({d.world}) so that every rank trains on an equal shard of the global batch"
+            f"({dist.world}) so that every rank trains on an equal shard of the global batch"
         )
 
 
-def shard(rows: torch.Tensor, d: Dist) -> torch.Tensor:
+def shard(rows: torch.Tensor, dist: Dist) -> torch.Tensor:
     """This rank's contiguous chunk of ``rows`` (the whole of it in one process)."""
-    if not d.enabled:
+    if not dist.enabled:
         return rows
-    return rows.tensor_split(d.world)[d.rank]
+    return rows.tensor_split(dist.world)[dist.rank]
 
 
-def wrap(model: nn.Module, d: Dist, *, find_unused_parameters: bool) -> nn.Module:
+def wrap(model: nn.Module, dist: Dist, *, find_unused_parameters: bool) -> nn.Module:
     """``model`` in DDP under torchrun (the model itself in one process).
 
     find_unused_parameters: needed when some parameter may get no gradient in a step, e.g. a
     gradient-trained codebook during deferred quantization's plain-autoencoder phase.
     """
-    if not d.enabled:
+    if not dist.enabled:
         return model
     from torch.nn.parallel import DistributedDataParallel
 
@@ -129,57 +129,57 @@ def wrap(model: nn.Module, d: Dist, *, find_unused_parameters: bool) -> nn.Modul
     no_sync = "forward_sync_buffers" if "forward_sync_buffers" in params else "broadcast_buffers"
     return DistributedDataParallel(
         model,
-        device_ids=[d.device.index] if d.device.type == "cuda" else None,
+        device_ids=[dist.device.index] if dist.device.type == "cuda" else None,
         find_unused_parameters=find_unused_parameters,
         **{no_sync: False},
     )
 
 
-def gather_rows(z: torch.Tensor, d: Dist) -> torch.Tensor:
+def gather_rows(z: torch.Tensor, dist: Dist) -> torch.Tensor:
     """Concatenate every rank's (N_r, D) rows in rank order (the shards may differ in size)."""
-    if not d.enabled:
+    if not dist.enabled:
         return z
-    sizes = torch.zeros(d.world, dtype=torch.long, device=z.device)
-    sizes[d.rank] = z.shape[0]
-    dist.all_reduce(sizes)
+    sizes = torch.zeros(dist.world, dtype=torch.long, device=z.device)
+    sizes[dist.rank] = z.shape[0]
+    tdist.all_reduce(sizes)
     padded = torch.zeros(int(sizes.max()), *z.shape[1:], dtype=z.dtype, device=z.device)
     padded[: z.shape[0]] = z  # all_gather needs equal shapes
-    parts = [torch.empty_like(padded) for _ in range(d.world)]
-    dist.all_gather(parts, padded)
+    parts = [torch.empty_like(padded) for _ in range(dist.world)]
+    tdist.all_gather(parts, padded)
     return torch.cat([p[:n] for p, n in zip(parts, sizes.tolist())])
 
 
 @torch.no_grad()
-def broadcast_module(module: nn.Module, d: Dist, src: int = 0) -> None:
+def broadcast_module(module: nn.Module, dist: Dist, src: int = 0) -> None:
     """Copy rank ``src``'s parameters and buffers into every rank's ``module``, in place."""
-    if not d.enabled:
+    if not dist.enabled:
         return
     for tensor in module.state_dict(keep_vars=True).values():
-        dist.broadcast(tensor.data, src=src)
+        tdist.broadcast(tensor.data, src=src)
 
 
-def sum_over_ranks(values: torch.Tensor, d: Dist) -> torch.Tensor:
+def sum_over_ranks(values: torch.Tensor, dist: Dist) -> torch.Tensor:
     """Element-wise sum over ranks (``values`` itself in one process)."""
-    if not d.enabled:
+    if not dist.enabled:
         return values
     values = values.clone()
-    dist.all_reduce(values)
+    tdist.all_reduce(values)
     return values
 
 
-def on_main(fn: Callable[[], T], d: Dist) -> T | None:
+def on_main(fn: Callable[[], T], dist: Dist) -> T | None:
     """Run ``fn`` on rank 0 only, and make every rank fail if it fails.
 
     Without this a bad ``--out`` folder would stop rank 0 while the others wait in their next
     collective until the timeout. Other ranks get ``None`` (or raise the same message).
     """
     result, error = None, None
-    if d.is_main:
+    if dist.is_main:
         try:
             result = fn()
         except Exception as err:  # re-raised below on every rank
             error = err
-    if d.enabled:
+    if dist.enabled:
         sent = error
         if error is not None:
             try:  # the same exception on every rank, so the CLI reports it alike
@@ -187,7 +187,7 @@ def on_main(fn: Callable[[], T], d: Dist) -> T | None:
             except Exception:
                 sent = RuntimeError(f"rank 0 failed: {type(error).__name__}: {error}")
         box = [sent]
-        dist.broadcast_object_list(box, src=0)  # in memory, between this run's own processes
+        tdist.broadcast_object_list(box, src=0)  # in memory, between this run's own processes
         if error is None and box[0] is not None:
             raise box[0]
     if error is not None:
@@ -195,12 +195,12 @@ def on_main(fn: Callable[[], T], d: Dist) -> T | None:
     return result
 
 
-def share(obj: Any, d: Dist) -> Any:
+def share(obj: Any, dist: Dist) -> Any:
     """Rank 0's ``obj`` on every rank (a small picklable value, sent in memory only)."""
-    if not d.enabled:
+    if not dist.enabled:
         return obj
     box = [obj]
-    dist.broadcast_object_list(box, src=0)
+    tdist.broadcast_object_list(box, src=0)
     return box[0]
 
 

@@ -1,4 +1,11 @@
-"""The run folder: config.yaml, command.txt, metrics.jsonl, summary.json (see DESIGN.md)."""
+"""The run folder: config.yaml, command.txt, metrics.jsonl, summary.json (see DESIGN.md).
+
+One writer at a time: :class:`RunWriter` holds an exclusive ``flock`` on ``.lock`` in the run
+folder (with the owner's pid in it) from the start or resume of a run until ``close()``, so a
+second ``vqlab train --resume`` (or ``--overwrite``) of a folder that another process is still
+training is refused instead of interleaving checkpoints and metrics. The kernel drops the lock
+when the owner exits, however it exits, so a crashed run's lock is never stale.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +14,16 @@ import math
 import os
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from vqlab.config import RunConfig, save_config
+
+try:
+    import fcntl
+except ImportError:  # not POSIX (Windows): no locking
+    fcntl = None
+
+LOCK_FILE = ".lock"
 
 
 class RunFolderError(ValueError):
@@ -46,20 +60,75 @@ def check_out_dir(out: str | Path, *, overwrite: bool = False) -> bool:
     return full
 
 
+class FolderLock:
+    """An exclusive, non-blocking ``flock`` on ``out/.lock``; :class:`RunFolderError` if taken.
+
+    The file keeps the owner's pid for the message. It is released by :meth:`release`, or by
+    the kernel when the owning process exits (so it never outlives its owner).
+    """
+
+    def __init__(self, out: str | Path) -> None:
+        self.path = Path(out) / LOCK_FILE
+        self._file: IO[str] | None = None
+        if fcntl is None:
+            return
+        f = open(self.path, "a+")  # noqa: SIM115 - held until release()
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            owner = f.read().strip() or "unknown"
+            f.close()
+            raise RunFolderError(
+                f"{self.path.parent} is in use by another vqlab process (pid {owner}); wait "
+                "for it to finish or stop it first"
+            ) from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"{os.getpid()}\n")
+        f.flush()
+        self._file = f
+
+    def release(self) -> None:
+        if self._file is not None:
+            fcntl.flock(self._file.fileno(), fcntl.LOCK_UN)
+            self._file.close()
+            self._file = None
+
+
+def check_not_in_use(out: str | Path) -> None:
+    """Raise :class:`RunFolderError` if another process holds ``out``'s lock; changes nothing."""
+    if (Path(out) / LOCK_FILE).is_file():
+        FolderLock(out).release()
+
+
 def prepare_out_dir(out: str | Path, *, overwrite: bool = False) -> Path:
-    """Create ``out`` (with ``plots/``); refuse a non-empty folder unless ``overwrite``."""
+    """Create ``out`` (with ``plots/``); refuse a non-empty folder unless ``overwrite``, and a
+    folder that another process is writing to (its lock is held) even then."""
     out = Path(out)
     if check_out_dir(out, overwrite=overwrite):
+        check_not_in_use(out)
         shutil.rmtree(out)
     (out / "plots").mkdir(parents=True, exist_ok=True)
     return out
 
 
 class RunWriter:
-    """Creates the run folder and appends metrics; every line is flushed, so a crash loses none."""
+    """Creates the run folder and appends metrics; every line is flushed, so a crash loses none.
 
-    def __init__(self, out: str | Path, *, overwrite: bool = False, _reopen: bool = False) -> None:
-        self.out = Path(out) if _reopen else prepare_out_dir(out, overwrite=overwrite)
+    Holds the folder's :class:`FolderLock` until :meth:`close`: a second writer of the same
+    folder (another process resuming or overwriting it) gets a :class:`RunFolderError`.
+    """
+
+    def __init__(
+        self, out: str | Path, *, overwrite: bool = False, _lock: FolderLock | None = None
+    ) -> None:
+        if _lock is None:
+            self.out = prepare_out_dir(out, overwrite=overwrite)
+            _lock = FolderLock(self.out)
+        else:
+            self.out = Path(out)
+        self._lock = _lock
         self._metrics = open(self.out / "metrics.jsonl", "a")  # noqa: SIM115 - closed in close()
 
     def start(self, config: RunConfig, command: str | None) -> RunWriter:
@@ -68,14 +137,23 @@ class RunWriter:
         return self
 
     @classmethod
-    def reopen(cls, out: str | Path, step: int, command: str | None) -> RunWriter:
+    def reopen(
+        cls, out: str | Path, step: int, command: str | None, lock: FolderLock | None = None
+    ) -> RunWriter:
         """Continue the run folder ``out`` at ``step``: metric rows of ``step`` and later (logged
-        after the checkpoint a resume starts from) are dropped, so no step appears twice."""
+        after the checkpoint a resume starts from) are dropped, so no step appears twice.
+        ``lock``: the folder's lock if the caller took it already (a second ``flock`` of the
+        same file in one process would refuse)."""
         out = Path(out)
-        truncate_metrics(out / "metrics.jsonl", step)
-        with open(out / "command.txt", "a") as f:
-            f.write(f"(resumed at step {step}) {command or '(python API)'}\n")
-        return cls(out, _reopen=True)
+        lock = lock or FolderLock(out)  # before touching anything another writer may write
+        try:
+            truncate_metrics(out / "metrics.jsonl", step)
+            with open(out / "command.txt", "a") as f:
+                f.write(f"(resumed at step {step}) {command or '(python API)'}\n")
+            return cls(out, _lock=lock)
+        except BaseException:
+            lock.release()
+            raise
 
     def log(self, row: dict[str, Any]) -> None:
         self._metrics.write(json.dumps({k: _clean(v) for k, v in row.items()}) + "\n")
@@ -85,7 +163,9 @@ class RunWriter:
         write_json(self.out / "summary.json", summary)
 
     def close(self) -> None:
+        """Close metrics.jsonl and release the folder's lock."""
         self._metrics.close()
+        self._lock.release()
 
 
 def truncate_metrics(path: Path, step: int) -> None:

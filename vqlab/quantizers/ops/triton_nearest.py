@@ -8,7 +8,7 @@ written. Memory use is the inputs, the ``(K,)`` code norms and the ``(N,)`` resu
 Two precisions:
 
 - ``"exact"``: fp32 operands and an IEEE fp32 dot (no tf32), the same arithmetic as
-  :func:`vqlab.quantizers.distance.nearest_code_torch`. Ties go to the lowest index; rows whose
+  :func:`vqlab.quantizers.nearest_torch.nearest_code_torch`. Ties go to the lowest index; rows whose
   two best codes differ by a rounding error may pick either (so does any other fp32 order).
 - ``"fast"``: tensor-core scoring against a bf16 copy ``c~`` of the centred codebook
   (``c - mu``, ``mu`` the codebook mean), with ``x - mu`` split into two bf16 terms
@@ -28,15 +28,13 @@ Two precisions:
   no such code can be as near as the re-scored winner; rows it cannot prove (codes crowded
   within rounding error of one another, exact ties) are searched again in exact fp32. The
   fast answer is therefore the exact one, up to fp32 rounding, on every input; what the data
-  changes is only how many rows take the exact search (``stats["fallback_rows"]``). A CPU
-  model of the arithmetic (``benchmarks/model_fast_search.py``, 2,048 rows, results in
-  ``benchmarks/results/fast_search_model_cpu.txt``) sends 0-1.7% of rows to the exact search
-  on CIFAR-10 encoder outputs against their trained codebooks (every committed run:
-  K=256-4096, D=64), 0-4.7% on the synthetic runs' latents and 0-0.1% on Gaussian data; 2-26%
-  where codes sit in groups of 16 with spread 0.1 at D <= 32, 100% at D=256; and 100% where
-  they crowd within 0.01, where the top-8 list alone picked a farther code on 1.1-1.3% of rows.
-  The bounds are worst cases, so crowded data pays the exact search even where the list alone
-  was right.
+  changes is only how many rows take the exact search (``stats["fallback_rows"]``). How many
+  that is on trained codebooks, synthetic latents and crowded codes is measured by a CPU model
+  of the arithmetic, ``benchmarks/model_fast_search.py``, whose results are in
+  ``benchmarks/results/fast_search_model_cpu.txt``. The bounds are worst cases, so crowded
+  data pays the exact search even where the list alone was right. The certificate is plain
+  torch, in :mod:`vqlab.quantizers.ops.certify`; the launch configurations and their pruning
+  are in :mod:`vqlab.quantizers.ops.triton_tuning`.
 
 Small ``N`` (a few row blocks) would leave most of the GPU idle, so the codebook is then split
 into ``splits`` ranges run by separate programs; their ``(splits, N)`` partial winners are
@@ -47,15 +45,17 @@ Glossary: ``N`` rows, ``K`` codes, ``D`` code dimension.
 
 from __future__ import annotations
 
-import functools
+from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
 import triton
 import triton.language as tl
 
-from vqlab.quantizers.distance import NearestCode, _check, auto_backend, nearest_code_torch
+from vqlab.quantizers.nearest_torch import NearestCode, check_search_inputs, nearest_code_torch
+from vqlab.quantizers.ops.certify import certify_nearest as _certify
 from vqlab.quantizers.ops.triton_prep import interleave, interpreting, prep_rows
+from vqlab.quantizers.ops.triton_tuning import _default_splits, autotuned
 
 PRECISIONS = ("exact", "fast")
 
@@ -153,37 +153,65 @@ def _pick(d, i, bd, bi):
 
 
 @triton.jit
+def _top2(s, offs_k):
+    """A tile's two best scores (and their tile columns) per row, and its third-best score.
+
+    s: (BLOCK_N, BLOCK_K) scores. The third-best bounds every code of the tile not inserted.
+    """
+    v, j = tl.min(s, axis=1, return_indices=True, return_indices_tie_break_left=True)
+    s = tl.where(offs_k[None, :] == j[:, None], float("inf"), s)  # mask the winner, reduce again
+    v2, j2 = tl.min(s, axis=1, return_indices=True, return_indices_tie_break_left=True)
+    s = tl.where(offs_k[None, :] == j2[:, None], float("inf"), s)
+    return v, j, v2, j2, tl.min(s, axis=1)
+
+
+@triton.jit
+def _rescore8(
+    x_rows, row_ok, r_ptr, b0, i0, b1, i1, b2, i2, b3, i3, b4, i4, b5, i5, b6, i6, b7, i7,
+    stride_xd, stride_rn, stride_rd, D: tl.constexpr, EPI_D: tl.constexpr,
+):  # fmt: skip
+    """Re-score the 8 candidates against the original x and codebook in fp32; returns the
+    (distance, index) winner per row, each (BLOCK_N,)."""
+    dist = _sq_dist(x_rows, row_ok, r_ptr, i0, b0, stride_xd, stride_rn, stride_rd, D, EPI_D)
+    best_i = i0
+    dm = _sq_dist(x_rows, row_ok, r_ptr, i1, b1, stride_xd, stride_rn, stride_rd, D, EPI_D)
+    dist, best_i = _pick(dm, i1, dist, best_i)
+    dm = _sq_dist(x_rows, row_ok, r_ptr, i2, b2, stride_xd, stride_rn, stride_rd, D, EPI_D)
+    dist, best_i = _pick(dm, i2, dist, best_i)
+    dm = _sq_dist(x_rows, row_ok, r_ptr, i3, b3, stride_xd, stride_rn, stride_rd, D, EPI_D)
+    dist, best_i = _pick(dm, i3, dist, best_i)
+    dm = _sq_dist(x_rows, row_ok, r_ptr, i4, b4, stride_xd, stride_rn, stride_rd, D, EPI_D)
+    dist, best_i = _pick(dm, i4, dist, best_i)
+    dm = _sq_dist(x_rows, row_ok, r_ptr, i5, b5, stride_xd, stride_rn, stride_rd, D, EPI_D)
+    dist, best_i = _pick(dm, i5, dist, best_i)
+    dm = _sq_dist(x_rows, row_ok, r_ptr, i6, b6, stride_xd, stride_rn, stride_rd, D, EPI_D)
+    dist, best_i = _pick(dm, i6, dist, best_i)
+    dm = _sq_dist(x_rows, row_ok, r_ptr, i7, b7, stride_xd, stride_rn, stride_rd, D, EPI_D)
+    return _pick(dm, i7, dist, best_i)
+
+
+@triton.jit
+def _exact_dist(x_rows, row_ok, best, stride_xd, D: tl.constexpr, EPI_D: tl.constexpr):
+    """``best + ||x||^2`` per row (BLOCK_N,): the exact mode's distance, clamped at 0."""
+    x_sq = tl.zeros(best.shape, tl.float32)
+    for d0 in range(0, D, EPI_D):
+        dd = d0 + tl.arange(0, EPI_D)
+        m = row_ok[:, None] & (dd[None, :] < D)
+        xv = tl.load(x_rows + dd[None, :] * stride_xd, mask=m, other=0.0).to(tl.float32)
+        x_sq += tl.sum(xv * xv, axis=1)
+    # cancellation can push a tiny distance below zero
+    return tl.maximum(best + x_sq, 0.0)
+
+
+@triton.jit
 def _nearest_kernel(
-    x_ptr,
-    xs_ptr,
-    xl_ptr,
-    c_ptr,
-    c_sq_ptr,
-    r_ptr,
-    idx_ptr,
-    dist_ptr,
-    disc_ptr,
-    N,
-    K,
-    k_per_split,
-    G,
-    S,
-    stride_xn,
-    stride_xd,
-    stride_sn,
-    stride_sd,
-    stride_cn,
-    stride_cd,
-    stride_rn,
-    stride_rd,
-    N_BUCKET,
-    K_BUCKET,  # autotuning keys only
-    D: tl.constexpr,
-    FAST: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-    BLOCK_K: tl.constexpr,
-    BLOCK_D: tl.constexpr,
-):
+    x_ptr, xs_ptr, xl_ptr, c_ptr, c_sq_ptr, r_ptr, idx_ptr, dist_ptr, disc_ptr,
+    N, K, k_per_split, G, S,
+    stride_xn, stride_xd, stride_sn, stride_sd, stride_cn, stride_cd, stride_rn, stride_rd,
+    N_BUCKET, K_BUCKET,  # autotuning keys only
+    D: tl.constexpr, FAST: tl.constexpr,
+    BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_D: tl.constexpr,
+):  # fmt: skip
     """Grid (row blocks, splits); writes idx/dist (and in fast mode disc) of shape (splits, N).
 
     exact: xs = x, c = r = the codebook (any strides, any float dtype); xl, disc unused.
@@ -256,14 +284,9 @@ def _nearest_kernel(
         # ||x||^2 is constant per row, so it joins only at the end; padded codes score inf
         c_sq = tl.load(c_sq_ptr + cols, mask=col_ok, other=inf)
         s = c_sq[None, :] - 2.0 * acc  # (BLOCK_N, BLOCK_K)
-        v, j = tl.min(s, axis=1, return_indices=True, return_indices_tie_break_left=True)
         if FAST:
-            # second candidate of the tile: mask the winner and reduce again
-            s = tl.where(offs_k[None, :] == j[:, None], inf, s)
-            v2, j2 = tl.min(s, axis=1, return_indices=True, return_indices_tie_break_left=True)
-            # the tile's third-best score bounds every code of the tile not inserted
-            s = tl.where(offs_k[None, :] == j2[:, None], inf, s)
-            disc = tl.minimum(disc, tl.min(s, axis=1))
+            v, j, v2, j2, third = _top2(s, offs_k)
+            disc = tl.minimum(disc, third)
             # copy row p holds code (p % G) * S + p // G (see triton_prep.interleave)
             p, p2 = j + k0, j2 + k0
             best, best_i, b1, i1, b2, i2, b3, i3, b4, i4, b5, i5, b6, i6, b7, i7, gone = _insert8(
@@ -277,6 +300,7 @@ def _nearest_kernel(
             )  # fmt: skip
             disc = tl.minimum(disc, gone)
         else:
+            v, j = tl.min(s, axis=1, return_indices=True, return_indices_tie_break_left=True)
             # strict < keeps the earlier tile (the lower index) on ties
             take = v < best
             best = tl.where(take, v, best)
@@ -284,32 +308,12 @@ def _nearest_kernel(
 
     x_rows = x_ptr + rows.to(tl.int64)[:, None] * stride_xn  # (BLOCK_N, 1) pointers
     if FAST:
-        # re-score the 8 candidates against the original x and codebook, in fp32
-        dist = _sq_dist(x_rows, row_ok, r_ptr, best_i, best, stride_xd, stride_rn, stride_rd,
-                        D, EPI_D)  # fmt: skip
-        dm = _sq_dist(x_rows, row_ok, r_ptr, i1, b1, stride_xd, stride_rn, stride_rd, D, EPI_D)
-        dist, best_i = _pick(dm, i1, dist, best_i)
-        dm = _sq_dist(x_rows, row_ok, r_ptr, i2, b2, stride_xd, stride_rn, stride_rd, D, EPI_D)
-        dist, best_i = _pick(dm, i2, dist, best_i)
-        dm = _sq_dist(x_rows, row_ok, r_ptr, i3, b3, stride_xd, stride_rn, stride_rd, D, EPI_D)
-        dist, best_i = _pick(dm, i3, dist, best_i)
-        dm = _sq_dist(x_rows, row_ok, r_ptr, i4, b4, stride_xd, stride_rn, stride_rd, D, EPI_D)
-        dist, best_i = _pick(dm, i4, dist, best_i)
-        dm = _sq_dist(x_rows, row_ok, r_ptr, i5, b5, stride_xd, stride_rn, stride_rd, D, EPI_D)
-        dist, best_i = _pick(dm, i5, dist, best_i)
-        dm = _sq_dist(x_rows, row_ok, r_ptr, i6, b6, stride_xd, stride_rn, stride_rd, D, EPI_D)
-        dist, best_i = _pick(dm, i6, dist, best_i)
-        dm = _sq_dist(x_rows, row_ok, r_ptr, i7, b7, stride_xd, stride_rn, stride_rd, D, EPI_D)
-        dist, best_i = _pick(dm, i7, dist, best_i)
+        dist, best_i = _rescore8(
+            x_rows, row_ok, r_ptr, best, best_i, b1, i1, b2, i2, b3, i3, b4, i4, b5, i5, b6, i6,
+            b7, i7, stride_xd, stride_rn, stride_rd, D, EPI_D,
+        )  # fmt: skip
     else:
-        x_sq = tl.zeros((BLOCK_N,), tl.float32)
-        for d0 in range(0, D, EPI_D):
-            dd = d0 + tl.arange(0, EPI_D)
-            m = row_ok[:, None] & (dd[None, :] < D)
-            xv = tl.load(x_rows + dd[None, :] * stride_xd, mask=m, other=0.0).to(tl.float32)
-            x_sq += tl.sum(xv * xv, axis=1)
-        # cancellation can push a tiny distance below zero
-        dist = tl.maximum(best + x_sq, 0.0)
+        dist = _exact_dist(x_rows, row_ok, best, stride_xd, D, EPI_D)
 
     out = pid_s.to(tl.int64) * N + rows
     tl.store(idx_ptr + out, best_i.to(tl.int64), mask=row_ok)
@@ -318,88 +322,7 @@ def _nearest_kernel(
         tl.store(disc_ptr + out, disc, mask=row_ok)
 
 
-def _configs(fast: bool) -> list[triton.Config]:
-    """Candidate tiles; :func:`_prune` keeps, per tile shape, the widest D chunk that fits."""
-    # fast: tensor-core tiles; exact: the fp32 FMA dot, where a short inner chunk keeps the
-    # operand fragments in registers
-    shapes = [(128, 128, 8), (128, 64, 4), (64, 128, 4), (64, 64, 4)]
-    if not fast:
-        shapes = [(bn, bk, 8 if bn * bk > 4096 else 4) for bn, bk, _ in shapes]
-    chunks = (16, 32, 64, 128, 256) if fast else (16, 32)
-    # 3 stages won every fast tuning on an H100 but one (D=8, K=1k), and 2 every exact one
-    stages = (3,) if fast else (2,)
-    return [
-        triton.Config({"BLOCK_N": bn, "BLOCK_K": bk, "BLOCK_D": bd}, num_warps=w, num_stages=s)
-        for bn, bk, w in shapes
-        for bd in chunks
-        for s in stages
-    ]
-
-
-def _smem_bytes(cfg: triton.Config, d: int, fast: bool) -> int:
-    """Shared memory the pipelined loads take (as Triton 3.9 allocated it for sm_90)."""
-    bn, bk, bd = cfg.kwargs["BLOCK_N"], cfg.kwargs["BLOCK_K"], cfg.kwargs["BLOCK_D"]
-    size, x_tiles = (2, 2) if fast else (4, 1)  # fast holds x as hi and lo halves
-    if bd >= d:  # x is loaded once and stays; only codebook tiles are multi-buffered
-        return (x_tiles * bn + cfg.num_stages * bk) * bd * size
-    return cfg.num_stages * (x_tiles * bn + bk) * bd * size
-
-
-@functools.lru_cache(maxsize=8)
-def _smem_limit(device: torch.device) -> int:
-    if device.type != "cuda":
-        return 100 * 2**10
-    return torch.cuda.get_device_properties(device).shared_memory_per_block_optin
-
-
-def _prune(configs: list[triton.Config], named_args: dict, **kwargs) -> list[triton.Config]:
-    """The autotuner's pruner: :func:`_keep` on the device of ``x``."""
-    # D and FAST are passed positionally, so they are in named_args in every triton version
-    d, fast = named_args["D"], named_args["FAST"]
-    return _keep(configs, d, fast, _smem_limit(named_args["x_ptr"].device))
-
-
-def _keep(configs: list[triton.Config], d: int, fast: bool, smem: int) -> list[triton.Config]:
-    """Per (tile shape, stages): the widest chunk no wider than the padded ``D`` that fits
-    ``smem`` bytes of shared memory. A narrower chunk only adds loop trips; a wider one only
-    adds padding."""
-    d_pad = max(16, triton.next_power_of_2(d))
-    limit = smem - 8 * 2**10  # room for the reductions
-    best: dict[tuple, triton.Config] = {}
-    for cfg in configs:
-        key = (cfg.kwargs["BLOCK_N"], cfg.kwargs["BLOCK_K"], cfg.num_stages)
-        bd = cfg.kwargs["BLOCK_D"]
-        if bd > d_pad or _smem_bytes(cfg, d, fast) > limit:
-            continue
-        if key not in best or bd > best[key].kwargs["BLOCK_D"]:
-            best[key] = cfg
-    return list(best.values()) or [min(configs, key=lambda c: _smem_bytes(c, d, fast))]
-
-
-def _tuned(fast: bool):
-    return triton.autotune(
-        configs=_configs(fast),
-        key=["N_BUCKET", "K_BUCKET", "D"],
-        prune_configs_by={"early_config_prune": _prune},
-    )(_nearest_kernel)
-
-
-_TUNED = {False: _tuned(False), True: _tuned(True)}
-
-
-@functools.lru_cache(maxsize=8)
-def _sm_count(device: torch.device) -> int:
-    if device.type != "cuda":
-        return 4  # the interpreter: a small number so tests still reach the split path
-    return torch.cuda.get_device_properties(device).multi_processor_count
-
-
-def _default_splits(n: int, k: int, device: torch.device) -> int:
-    """Codebook ranges so that about two waves of 64-row programs fill the device."""
-    row_blocks = triton.cdiv(n, 64)
-    want = triton.cdiv(2 * _sm_count(device), row_blocks)
-    # each range keeps at least 8 tiles of 128 codes, so the per-range fixed cost stays small
-    return max(1, min(want, triton.cdiv(k, 1024)))
+_TUNED = {False: autotuned(_nearest_kernel, False), True: autotuned(_nearest_kernel, True)}
 
 
 @torch.no_grad()
@@ -411,6 +334,7 @@ def nearest_code_triton(
     config: TileConfig | None = None,
     stats: dict | None = None,
     certify: bool = True,
+    exact: Callable[[torch.Tensor, torch.Tensor], NearestCode] | None = None,
 ) -> NearestCode:
     """Nearest code of every row of ``x`` by squared Euclidean distance, fused in one kernel.
 
@@ -426,12 +350,15 @@ def nearest_code_triton(
     stats: a dict to which fast mode adds ``rows`` and ``fallback_rows`` (the rows searched
     again exactly), across calls. certify: ``False`` skips the certificate (and its sync) and
     returns the top-8 list's pick: for measuring what the certificate costs, not for use.
+    exact: the exact search ``(x, codebook) -> NearestCode`` for the rows the certificate
+    fails; ``None`` = :func:`~vqlab.quantizers.nearest_torch.nearest_code_torch`
+    (:func:`vqlab.quantizers.distance.nearest_code` passes the backend ``auto`` picks).
 
     Extra memory: (K,) norms; fast adds bf16 copies of ``x - mu`` (2 x N x D) and of
     ``codebook - mu`` (K x D) and (splits, N) discarded scores; split codebooks add
     (splits, N) partial results. Fast mode syncs once (to gather the rows to search again).
     """
-    _check(x, codebook)
+    check_search_inputs(x, codebook)
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; choose one of {PRECISIONS}")
     if x.device.type != "cuda" and not interpreting():
@@ -507,64 +434,33 @@ def nearest_code_triton(
         indices = torch.where(tied, part_i, k).min(dim=0).values
     if fast and certify:
         ok = _certify(x, mu, c_sq, part_t.min(dim=0).values, distances, x_hi.dtype)
-        # one sync: which rows the bf16 scores could not settle
-        redo = torch.nonzero(~ok).squeeze(1)
-        if stats is not None:
-            stats["rows"] = stats.get("rows", 0) + n
-            stats["fallback_rows"] = stats.get("fallback_rows", 0) + redo.numel()
-        if redo.numel():
-            xr = x[redo]
-            picked = _exact_search(xr, codebook).indices
-            indices, distances = indices.clone(), distances.clone()
-            indices[redo] = picked
-            # as the kernel's re-scoring does: the difference, not the expanded form
-            distances[redo] = (xr.float() - codebook[picked].float()).square().sum(dim=1)
+        indices, distances = _search_again(x, codebook, indices, distances, ok, stats, exact)
     return NearestCode(indices, distances)
 
 
-def _exact_search(x: torch.Tensor, codebook: torch.Tensor) -> NearestCode:
-    """The exact fp32 search the fast mode falls back on, by the backend ``auto`` picks."""
-    if auto_backend(x.device.type, x.shape[1], "exact") == "triton":
-        return nearest_code_triton(x, codebook, precision="exact")
-    return nearest_code_torch(x, codebook)
-
-
-# unit roundoffs: fp32, and the bound we allow the tensor cores' fp32 accumulation (4x fp32's:
-# they need not round to nearest)
-_U32 = 2.0**-24
-_U_ACC = 2.0**-22
-
-
-def _certify(
+def _search_again(
     x: torch.Tensor,
-    mu: torch.Tensor,
-    c_sq: torch.Tensor,
-    discarded: torch.Tensor,
-    best: torch.Tensor,
-    low: torch.dtype,
-) -> torch.Tensor:
-    """(N,) bool: the fast search's answer is provably the exact nearest code of the row.
+    codebook: torch.Tensor,
+    indices: torch.Tensor,
+    distances: torch.Tensor,
+    ok: torch.Tensor,
+    stats: dict | None,
+    exact: Callable[[torch.Tensor, torch.Tensor], NearestCode] | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The fast answer with every row that ``ok`` (N,) bool did not certify searched exactly.
 
-    A code the kernel did not re-score has a computed score ``s >= t`` (``discarded``). With
-    ``y = hi + lo`` (the split ``x - mu``) and ``c~`` the rounded code, the score is
-    ``||c~||^2 - 2 y.c~`` up to the fp32 accumulation error ``e_s``, so
-    ``||y - c~|| >= sqrt(t - e_s + ||y||^2)``. The true distance differs from that by at most
-    ``E = |x - mu - y| + |c - mu - c~| <= (2^-16 + 2^-23)|y| + (u + 2^-23) |c~|_max / (1 - u)``
-    (``u`` the unit roundoff of the low-precision copy: 2^-8 for bf16). If that lower bound
-    exceeds the re-scored best distance (with its fp32 rounding), no skipped code is as near.
-    Every constant is a worst case, enlarged by 1%; rows that fail are searched again exactly.
-
-    x: (N, D); mu: (D,); c_sq: fp32 ``||c~||^2`` of the scored copy (``inf`` on padding);
-    discarded/best: (N,) fp32; low: dtype of the scored copy.
+    x: (N, D), codebook: (K, D), indices/distances: (N,) fast results. Adds ``rows`` and
+    ``fallback_rows`` to ``stats``. One sync (which rows the bf16 scores could not settle).
     """
-    d = x.shape[1]
-    u = torch.finfo(low).eps / 2  # unit roundoff: 2^-8 for bf16, 2^-11 for fp16
-    y_sq = (x.float() - mu).square().sum(dim=1)  # (N,)
-    # ||y||^2 from below: y is within 2^-16 of x - mu, and the sum rounds by (D + 1) u32
-    y_sq_low = y_sq * (1.0 - 2.0**-14 - (d + 2) * 2 * _U32)
-    y = y_sq.sqrt() * (1.0 + 2.0**-15)  # |y| from above
-    c_max = torch.where(torch.isfinite(c_sq), c_sq, 0.0).max().sqrt() * (1.0 + (d + 2) * _U32)
-    e_s = 1.01 * (2 * d + 4) * _U_ACC * (c_max.square() + 2.0 * y * c_max)
-    e = 1.01 * ((2.0**-16 + 2.0**-23) * y + (u + 2.0**-23) / (1.0 - u) * c_max)
-    lower = (discarded - e_s + y_sq_low).clamp_min(0.0).sqrt() - e  # inf where none skipped
-    return (lower > 0) & (lower.square() > best * (1.0 + (d + 3) * 2 * _U32))
+    redo = torch.nonzero(~ok).squeeze(1)
+    if stats is not None:
+        stats["rows"] = stats.get("rows", 0) + x.shape[0]
+        stats["fallback_rows"] = stats.get("fallback_rows", 0) + redo.numel()
+    if redo.numel():
+        xr = x[redo]
+        picked = (exact or nearest_code_torch)(xr, codebook).indices
+        indices, distances = indices.clone(), distances.clone()
+        indices[redo] = picked
+        # as the kernel's re-scoring does: the difference, not the expanded form
+        distances[redo] = (xr.float() - codebook[picked].float()).square().sum(dim=1)
+    return indices, distances

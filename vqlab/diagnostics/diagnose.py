@@ -48,7 +48,7 @@ from vqlab.diagnostics.collapse import (
     probe_accuracy,
     recon_mode_accuracy,
 )
-from vqlab.diagnostics.distances import (
+from vqlab.diagnostics.spread import (
     _check_matrix,
     mean_nearest_distance,
     mean_pairwise_cos_dist,
