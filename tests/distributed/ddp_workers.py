@@ -18,8 +18,10 @@ import torch.multiprocessing as mp
 from safetensors.torch import save_file
 
 from vqlab import load_config
-from vqlab.training import loop
+from vqlab.training import engine
 from vqlab.training.distributed import Dist
+from vqlab.training.feed import init_codebook
+from vqlab.training.tasks import tokenizer
 
 # tiny but complete: deferred switch at step 30, k-means init, EMA, dead-code restarts
 TINY = [
@@ -78,7 +80,7 @@ def dump(model: torch.nn.Module, path: Path) -> None:
 def train_and_dump(config, out: Path, rank: int) -> dict:
     """Train (every rank), then dump this rank's final model and the steps of its codebook init."""
     seen: dict = {"init_steps": []}
-    real_run, real_init = loop._run, loop.init_codebook
+    real_run, real_init = engine._run, tokenizer.init_codebook
 
     def spy_run(run, progress):
         seen["run"] = run
@@ -88,12 +90,12 @@ def train_and_dump(config, out: Path, rank: int) -> dict:
         seen["init_steps"].append(seen["run"].step)  # run.step is the step about to run
         return real_init(model, data, cfg, device, d)
 
-    loop._run, loop.init_codebook = spy_run, spy_init
+    engine._run, tokenizer.init_codebook = spy_run, spy_init
     try:
-        summary = loop.train(config, out, progress=False)
+        summary = engine.train(config, out, progress=False)
     finally:
-        loop._run, loop.init_codebook = real_run, real_init
-    dump(seen["run"].model, out.with_name(f"{out.name}.rank{rank}.safetensors"))
+        engine._run, tokenizer.init_codebook = real_run, real_init
+    dump(seen["run"].task.model, out.with_name(f"{out.name}.rank{rank}.safetensors"))
     (out.with_name(f"{out.name}.rank{rank}.json")).write_text(
         json.dumps({"init_steps": seen["init_steps"], "summary": summary})
     )
@@ -116,7 +118,7 @@ def scenario_init(rank: int, world: int, out: Path) -> None:
     data = load_dataset(config.data, config.seed)
     model = build_model(config.model, config.vq, data.input_shape)
     d = Dist(rank, world, rank, torch.device("cpu"))
-    loop.init_codebook(model, data, config, "cpu", d)
+    init_codebook(model, data, config, "cpu", d)
     dump(model.quantizer, out / f"init.rank{rank}.safetensors")
 
 
@@ -127,20 +129,71 @@ class Crash(RuntimeError):
 def scenario_resume(rank: int, world: int, out: Path) -> None:
     """Every rank resumes: a 2-rank run that dies after a checkpoint, resumed by 2 ranks."""
     config = load_config(None, [*TINY, "train.checkpoint_every=20"])
-    loop.train(config, out / "whole", progress=False)
-    real_step = loop._step
+    engine.train(config, out / "whole", progress=False)
+    real_step = engine._step
 
     def dying_step(run, step):
         if step == 47:  # after the checkpoint at step 40, past the deferred switch
             raise Crash(f"simulated crash at step {step}")
         return real_step(run, step)
 
-    loop._step = dying_step
+    engine._step = dying_step
     try:
-        loop.train(config, out / "cut", progress=False)
+        engine.train(config, out / "cut", progress=False)
     except Crash:
         pass
     finally:
-        loop._step = real_step
+        engine._step = real_step
     dist.barrier()
-    loop.resume(out / "cut", progress=False)
+    engine.resume(out / "cut", progress=False)
+
+
+class _PoisonedBatches(torch.nn.Module):
+    """The (DDP-wrapped) model, fed a batch whose first row is NaN at the given steps."""
+
+    def __init__(self, net: torch.nn.Module, steps: set[int]) -> None:
+        super().__init__()
+        self.net, self.steps, self.calls = net, steps, 0
+
+    def forward(self, x: torch.Tensor, *, quantize: bool):
+        if self.calls in self.steps:
+            x = x.clone()
+            x[0] = float("nan")
+        self.calls += 1
+        return self.net(x, quantize=quantize)
+
+
+def scenario_nonfinite(rank: int, world: int, out: Path) -> None:
+    """A NaN batch on rank 1 alone (step 45, EMA phase): every rank must stop, or skip, alike.
+
+    Writes ``nonfinite.rank{r}.json`` (the stop message, the skip count) and the skip run's
+    final weights per rank. A rank that stopped or skipped alone would leave the other waiting
+    in a collective: the group's 60 s timeout fails the test instead of hanging it.
+    """
+    from vqlab.training.guard import NonFiniteError
+
+    real_wrap, real_run = tokenizer.wrap, engine._run
+    seen: dict = {}
+
+    def poisoned_wrap(model, d, **kwargs):
+        return _PoisonedBatches(real_wrap(model, d, **kwargs), {45} if rank == 1 else set())
+
+    def spy_run(run, progress):
+        seen["run"] = run
+        return real_run(run, progress)
+
+    tokenizer.wrap, engine._run = poisoned_wrap, spy_run
+    result: dict = {}
+    try:
+        try:
+            engine.train(load_config(None, TINY), out / "stop", progress=False)
+            result["stop"] = None
+        except NonFiniteError as err:
+            result["stop"] = str(err)
+        dist.barrier()
+        skip = load_config(None, [*TINY, "train.on_nonfinite=skip"])
+        result["skip"] = engine.train(skip, out / "skip", progress=False)["nonfinite_skipped"]
+    finally:
+        tokenizer.wrap, engine._run = real_wrap, real_run
+    dump(seen["run"].task.model, out / f"skip.rank{rank}.safetensors")
+    (out / f"nonfinite.rank{rank}.json").write_text(json.dumps(result))

@@ -17,13 +17,21 @@ from pathlib import Path
 
 import pytest
 import torch
-from ddp_workers import TINY, scenario_init, scenario_resume, scenario_train, spawn
+from ddp_workers import (
+    TINY,
+    scenario_init,
+    scenario_nonfinite,
+    scenario_resume,
+    scenario_train,
+    spawn,
+)
 from safetensors.torch import load_file
 
 from vqlab import load_config
 from vqlab.data.dataset import load_dataset
 from vqlab.models.registry import build_model
-from vqlab.training import loop
+from vqlab.training import engine
+from vqlab.training.feed import init_codebook
 from vqlab.training.logging import read_metrics
 
 pytestmark = pytest.mark.distributed
@@ -66,7 +74,7 @@ def test_only_rank_0_writes_the_run_folder(two_rank_runs):
 @pytest.mark.parametrize("name", ["ema", "grad"])
 def test_two_ranks_match_one_process(two_rank_runs, tmp_path, name):
     config = load_config(None, TINY if name == "ema" else [*TINY, "vq.update=grad"])
-    one = loop.train(config, tmp_path / "one", progress=False)
+    one = engine.train(config, tmp_path / "one", progress=False)
     ref = load_file(str(tmp_path / "one" / "checkpoint" / "model.safetensors"))
     two = _weights(two_rank_runs, name, 0)
     for key, value in ref.items():
@@ -93,7 +101,7 @@ def test_kmeans_init_identical_across_ranks(tmp_path):
     torch.manual_seed(config.seed)
     data = load_dataset(config.data, config.seed)
     model = build_model(config.model, config.vq, data.input_shape)
-    loop.init_codebook(model, data, config, "cpu")
+    init_codebook(model, data, config, "cpu")
     torch.testing.assert_close(c0["codebook"], model.quantizer.codebook, rtol=1e-5, atol=1e-5)
 
 
@@ -116,3 +124,22 @@ def test_vqlab_train_nproc_launches_torchrun(tmp_path):
     assert len(lines) == 1 and json.loads(lines[0])["codebook_size"] == 16  # rank 0 alone
     assert json.loads((out / "checkpoint" / "state.json").read_text())["world_size"] == 2
     assert "--nproc 2" in (out / "command.txt").read_text()
+
+
+def test_a_non_finite_batch_on_one_rank_stops_or_skips_every_rank_alike(tmp_path):
+    spawn(scenario_nonfinite, tmp_path)
+    seen = [json.loads((tmp_path / f"nonfinite.rank{r}.json").read_text()) for r in (0, 1)]
+    # stop: both ranks raise, with the same message, though only rank 1 saw the NaN
+    assert seen[0]["stop"] is not None and seen[0]["stop"] == seen[1]["stop"]
+    assert "at step 45 (phase vq)" in seen[0]["stop"]
+    stopped = read_metrics(tmp_path / "stop")
+    assert (
+        max(r["step"] for r in stopped) < 45 and not (tmp_path / "stop" / "summary.json").exists()
+    )
+    # skip: both ranks skip that one step, and stay identical
+    assert seen[0]["skip"] == seen[1]["skip"] == 1
+    w0 = load_file(str(tmp_path / "skip.rank0.safetensors"))
+    w1 = load_file(str(tmp_path / "skip.rank1.safetensors"))
+    assert w0.keys() == w1.keys() and all(torch.equal(w0[k], w1[k]) for k in w0)
+    rows = {r["step"]: r for r in read_metrics(tmp_path / "skip") if r["phase"] != "init"}
+    assert rows[40]["nonfinite_skipped"] == 0 and rows[79]["nonfinite_skipped"] == 1

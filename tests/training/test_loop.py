@@ -10,7 +10,11 @@ import torch
 from safetensors.torch import load_file
 
 from vqlab import load_config, train
+from vqlab.data.dataset import load_dataset
+from vqlab.models.registry import build_model
+from vqlab.quantizers.vq import VectorQuantizer
 from vqlab.training.checkpoint import load_checkpoint
+from vqlab.training.feed import init_codebook
 from vqlab.training.logging import read_metrics
 
 ROOT = Path(__file__).parents[2]
@@ -28,13 +32,50 @@ SMALL = [
 ]
 
 
-def test_deferred_beats_standard_on_perplexity_and_usage(tmp_path):
+def _spy_on_inits(monkeypatch) -> list[dict[str, torch.Tensor]]:
+    """Record every codebook init: the encoder outputs it clustered and the codebook it made."""
+    calls: list[dict[str, torch.Tensor]] = []
+    real = VectorQuantizer.init_from_data
+
+    def spy(self, z, *args, **kwargs):
+        out = real(self, z, *args, **kwargs)
+        calls.append({"z": z.detach().clone(), "codebook": self.codebook.detach().clone()})
+        return out
+
+    monkeypatch.setattr(VectorQuantizer, "init_from_data", spy)
+    return calls
+
+
+def _init_on_a_fresh_model(config) -> None:
+    """The init a standard run must make: on the untrained encoder, built as a run builds it."""
+    torch.manual_seed(config.seed)
+    data = load_dataset(config.data, config.seed)
+    model = build_model(config.model, config.vq, data.input_shape)
+    init_codebook(model, data, config, "cpu")
+
+
+def test_deferred_beats_standard_on_perplexity_and_usage(tmp_path, monkeypatch):
     # The papers' effect at toy scale: 10 peaks at dim 8, K=64, equal budget of 400 steps.
     # Measured over seeds 0-4: standard perplexity 6-9 / usage 11-14%, deferred 38-53 / 78-100%.
-    std = train(load_config(None, SMALL), tmp_path / "std", progress=False)
+    inits = _spy_on_inits(monkeypatch)
+    std_config = load_config(None, SMALL)
+    std = train(std_config, tmp_path / "std", progress=False)
+    # the baseline is the standard one: k-means once, at step 0, before any training step
+    rows = read_metrics(tmp_path / "std")
+    init = [r for r in rows if r["phase"] == "init"]
+    assert len(init) == 1 and init[0]["step"] == 0 and init[0]["init_method"] == "kmeans"
+    assert "pretrain" not in {r["phase"] for r in rows}
+    # ... on the untrained encoder: the same sample and codebook as k-means on the outputs of a
+    # freshly built model with the same seed
+    _init_on_a_fresh_model(std_config)
+    assert len(inits) == 2
+    assert torch.equal(inits[0]["z"], inits[1]["z"])
+    assert torch.equal(inits[0]["codebook"], inits[1]["codebook"])
     dfr = train(
         load_config(None, [*SMALL, "train.strategy=deferred"]), tmp_path / "dfr", progress=False
     )
+    # deferred clusters the pretrained encoder's outputs instead
+    assert len(inits) == 3 and not torch.allclose(inits[2]["z"], inits[1]["z"])
     assert dfr["perplexity"] > 2 * std["perplexity"]
     assert dfr["usage"] > std["usage"] + 0.3
     assert dfr["coverage_ratio"] > std["coverage_ratio"]
@@ -85,9 +126,20 @@ def test_readme_python_snippet_runs(tmp_path, monkeypatch):
     assert blocks, "README has no python snippet"
     shutil.copytree(ROOT / "configs", tmp_path / "configs")
     monkeypatch.chdir(tmp_path)
+    # what the README's commands before the Tokenizer snippet make: a trained image tokenizer
+    # in runs/tok (here a tiny one, on a folder of 32x32 images)
+    import sys
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    from image_fixtures import TINY_TOKENIZER, image_folder
+
+    monkeypatch.setenv("VQLAB_CACHE", str(tmp_path / "cache"))
+    folder = image_folder(tmp_path / "images", size=32, per_class=4)
+    train(load_config(None, [*TINY_TOKENIZER, f"data.path={folder}"]), "runs/tok", progress=False)
     for code in blocks:
         exec(compile(code, "README.md", "exec"), {})
     assert (tmp_path / "runs" / "readme-tiny" / "summary.json").is_file()
+    assert (tmp_path / "runs" / "tok-pretrained" / "model.safetensors").is_file()
 
 
 def test_checkpoint_with_non_finite_weights_is_refused(tmp_path):

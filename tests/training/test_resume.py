@@ -16,7 +16,7 @@ from vqlab import load_config
 from vqlab.cli import main
 from vqlab.models.registry import build_model
 from vqlab.training import checkpoint as ckpt
-from vqlab.training import loop
+from vqlab.training import engine
 from vqlab.training.logging import read_metrics
 
 ROOT = Path(__file__).parents[2]
@@ -146,7 +146,7 @@ def test_a_crash_during_a_save_leaves_one_whole_checkpoint(
     # never a mix: the state and the weights come from the same save
     assert (step, value) == ((1, 1.0) if survivor == "old" else (2, 2.0))
     loaded = ckpt.load_training_state(directory)
-    assert (loaded.optimizer is not None) == (survivor == "new")
+    assert (loaded.optimizers is not None) == (survivor == "new")
 
 
 def test_optimizer_state_is_read_weights_only(tmp_path):
@@ -162,26 +162,26 @@ def test_resume_before_any_checkpoint_starts_over_and_a_finished_run_is_left_alo
     tmp_path, monkeypatch
 ):
     config = load_config(TINY, ["train.checkpoint_every=0"])
-    whole = loop.train(config, tmp_path / "whole", progress=False)
-    real_step = loop._step
+    whole = engine.train(config, tmp_path / "whole", progress=False)
+    real_step = engine._step
 
     def dying_step(run, step):
         if step == 45:
             raise Crash("simulated crash")
         return real_step(run, step)
 
-    monkeypatch.setattr(loop, "_step", dying_step)
+    monkeypatch.setattr(engine, "_step", dying_step)
     with pytest.raises(Crash):
-        loop.train(config, tmp_path / "cut", progress=False)
-    monkeypatch.setattr(loop, "_step", real_step)
+        engine.train(config, tmp_path / "cut", progress=False)
+    monkeypatch.setattr(engine, "_step", real_step)
     assert not (tmp_path / "cut" / "checkpoint").exists() and read_metrics(tmp_path / "cut")
-    again = loop.resume(tmp_path / "cut", progress=False)
+    again = engine.resume(tmp_path / "cut", progress=False)
     whole.pop("seconds"), again.pop("seconds")
     assert again == whole
     assert read_metrics(tmp_path / "cut") == read_metrics(tmp_path / "whole")
     # resuming a finished run changes nothing and returns its summary
     before = (tmp_path / "cut" / "metrics.jsonl").read_text()
-    assert loop.resume(tmp_path / "cut", progress=False)["perplexity"] == whole["perplexity"]
+    assert engine.resume(tmp_path / "cut", progress=False)["perplexity"] == whole["perplexity"]
     assert (tmp_path / "cut" / "metrics.jsonl").read_text() == before
 
 

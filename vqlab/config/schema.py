@@ -1,4 +1,4 @@
-"""Typed, validated run configuration.
+"""The run configuration's schema: typed, validated, frozen dataclasses and their rules.
 
 A run is described by :class:`RunConfig`, a tree of frozen dataclasses grouped by concern. Keys are
 dotted (``vq.codebook_size``) in YAML files and in ``--set`` overrides alike. Unknown keys, values
@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import types
-import typing
 from dataclasses import dataclass, field, fields
-from pathlib import Path
-from typing import Any, Union
-
-import yaml
+from typing import Any
 
 from vqlab.errors import ConfigError
+from vqlab.quantizers.rotation import ESTIMATORS
+from vqlab.quantizers.vq import INIT_METHODS as INITS
+from vqlab.quantizers.vq import SEARCHES, UPDATES, simvq_conflict
+from vqlab.training.schedule import STRATEGIES
 
 
 def _choice(group: str, name: str, value: object, choices: tuple[str, ...]) -> None:
@@ -32,12 +31,8 @@ def _positive(group: str, name: str, value: float, *, strict: bool = True) -> No
         raise ConfigError(f"{group}.{name} must be {kind}; got {value}")
 
 
-DATA_NAMES = ("gaussian_mixture", "cifar10", "image_folder", "idx")
+DATA_NAMES = ("gaussian_mixture", "cifar10", "image_folder", "idx", "tokens")
 MODEL_KINDS = ("mlp", "conv")
-UPDATES = ("ema", "grad")
-INITS = ("kmeans", "kmeans++", "random_normal", "random_uniform", "sample", "gmm", "none")
-ESTIMATORS = ("ste", "rotation")
-SEARCHES = ("exact", "fast")
 # the quantizer layer: vqlab's own, or the peer library's in the same model (vqlab.quantizers.peer)
 IMPLS = ("vqlab", "vector_quantize_pytorch")
 # Named presets of vq.* values (``vq.recipe``), and of train.* ones under dotted keys. A preset
@@ -49,7 +44,6 @@ RECIPES: dict[str, dict[str, Any]] = {
     "none": {},
     "best": {"simvq": True, "update": "grad", "train.strategy": "deferred"},
 }
-STRATEGIES = ("standard", "deferred")
 DEVICES = ("auto", "cpu", "cuda")
 NONFINITE_ACTIONS = ("stop", "skip")
 
@@ -76,6 +70,17 @@ class DataConfig:
         _positive("data", "spread", self.spread, strict=False)
         if self.name != "gaussian_mixture" and not self.path:
             raise ConfigError(f"data.name={self.name} needs data.path (a folder or archive)")
+
+
+def parse_int_list(text: str, key: str) -> tuple[int, ...]:
+    """``"1,2,3"`` (or ``"1-2-3"``, which fits inside a comma-separated ``--grid``) -> (1, 2, 3)."""
+    try:
+        values = tuple(int(p) for p in text.replace("-", ",").split(","))
+    except ValueError:
+        values = ()
+    if not values or min(values) < 1:
+        raise ConfigError(f"{key}={text!r} must be positive integers separated by ',' or '-'")
+    return values
 
 
 def parse_channel_mult(text: str) -> tuple[int, ...]:
@@ -178,6 +183,12 @@ class VQConfig:
     impl: str = "vqlab"
     search: str = "exact"
     recipe: str = "none"
+    kind: str = "single"
+    scales: str = ""
+    quant_resi: float = 0.5
+    share_resi: int = 4
+    levels: str = ""
+    entropy_weight: float = 0.1
 
     def __post_init__(self) -> None:
         _choice("vq", "recipe", self.recipe, tuple(RECIPES))
@@ -203,12 +214,71 @@ class VQConfig:
         _positive("vq", "init_samples", self.init_samples)
         _positive("vq", "dead_code_threshold", self.dead_code_threshold, strict=False)
         _positive("vq", "code_dim", self.code_dim, strict=False)
-        if self.init_samples < self.codebook_size:
+        if self.init_samples < self.codebook_size and self.kind in ("single", "multiscale"):
             raise ConfigError(
                 f"vq.init_samples={self.init_samples} is smaller than vq.codebook_size="
                 f"{self.codebook_size}; k-means needs at least one sample per code"
             )
         self._check_simvq()
+        self._check_kind()
+
+    def _check_kind(self) -> None:
+        """``kind``: ``single`` (VectorQuantizer), ``multiscale`` (VAR's residual pyramid over
+        ``scales``, e.g. ``1,2,3,4,6,8``; empty = the latent side alone), ``fsq`` (``levels``,
+        e.g. ``8,5,5,5``; empty = the recommended set nearest ``codebook_size``, which then
+        becomes the product of the levels) or ``lfq`` (log2 K binary channels with an entropy
+        penalty of weight ``entropy_weight``; ``beta`` is its commitment weight)."""
+        from vqlab.quantizers.fsq import fsq_levels_for
+
+        _choice("vq", "kind", self.kind, QUANTIZER_KINDS)
+        if self.kind == "single":
+            return
+        unsupported = [
+            name
+            for name, value, default in (
+                ("impl", self.impl, "vqlab"),
+                ("estimator", self.estimator, "ste"),
+                ("normalize", self.normalize, False),
+                ("code_dim", self.code_dim, 0),
+                ("simvq", self.simvq, False),
+                ("dead_code_threshold", self.dead_code_threshold, 0.0),
+            )
+            if value != default
+        ]
+        if unsupported:
+            raise ConfigError(
+                f"vq.kind={self.kind} has none of the single-scale layer's options; leave "
+                f"{', '.join('vq.' + n for n in unsupported)} at the default"
+            )
+        _positive("vq", "quant_resi", self.quant_resi, strict=False)
+        _positive("vq", "share_resi", self.share_resi)
+        _positive("vq", "entropy_weight", self.entropy_weight, strict=False)
+        if self.kind == "multiscale":
+            self.scale_list()
+        elif self.kind == "fsq":
+            try:
+                levels = (
+                    parse_int_list(self.levels, "vq.levels")
+                    if self.levels.strip()
+                    else (fsq_levels_for(self.codebook_size))
+                )
+            except ValueError as err:
+                raise ConfigError(f"vq.kind=fsq: {err}") from None
+            object.__setattr__(self, "levels", ",".join(map(str, levels)))
+            object.__setattr__(self, "codebook_size", math.prod(levels))
+        elif self.codebook_size & (self.codebook_size - 1):
+            raise ConfigError(
+                f"vq.kind=lfq needs a power of two vq.codebook_size; got {self.codebook_size}"
+            )
+
+    def scale_list(self) -> tuple[int, ...]:
+        """``scales`` as increasing ints (empty: no list, the layer uses the latent side)."""
+        if not self.scales.strip():
+            return ()
+        scales = parse_int_list(self.scales, "vq.scales")
+        if list(scales) != sorted(set(scales)):
+            raise ConfigError(f"vq.scales={self.scales!r} must increase, e.g. 1,2,3,4,6,8")
+        return scales
 
     def _apply_recipe(self) -> None:
         """Fill the fields still at their defaults from the preset named by ``recipe`` (its
@@ -221,22 +291,16 @@ class VQConfig:
     def _check_simvq(self) -> None:
         if not self.simvq:
             return
-        if self.update != "grad":
-            raise ConfigError(
-                f"vq.simvq=true needs vq.update=grad (got {self.update}): SimVQ codes are C W "
-                "with W learned by the codebook loss, so an EMA update has no free code to move"
-            )
+        conflict = simvq_conflict(self.update, self.dead_code_threshold, prefix="vq.")
+        if conflict is None:
+            return
         if self.dead_code_threshold > 0:
-            fix = (
-                f"vq.recipe={self.recipe} turns it on, so use vq.recipe=none"
+            conflict += (
+                f"; vq.recipe={self.recipe} turns it on, so use vq.recipe=none"
                 if RECIPES[self.recipe].get("dead_code_threshold")
-                else "set vq.dead_code_threshold=0"
+                else "; set vq.dead_code_threshold=0"
             )
-            raise ConfigError(
-                f"vq.simvq=true cannot be combined with vq.dead_code_threshold="
-                f"{self.dead_code_threshold}: a SimVQ code is a row of C W, not a free vector to "
-                f"re-seed; {fix}"
-            )
+        raise ConfigError(f"vq.simvq=true {conflict}")
 
 
 @dataclass(frozen=True)
@@ -256,10 +320,14 @@ class TrainConfig:
     eval_every: int = 500
     checkpoint_every: int = 1000
     on_nonfinite: str = "stop"
+    warmup_steps: int = 0
+    lr_schedule: str = "constant"
 
     def __post_init__(self) -> None:
         _choice("train", "strategy", self.strategy, STRATEGIES)
         _choice("train", "on_nonfinite", self.on_nonfinite, NONFINITE_ACTIONS)
+        _choice("train", "lr_schedule", self.lr_schedule, LR_SCHEDULES)
+        _positive("train", "warmup_steps", self.warmup_steps, strict=False)
         _positive("train", "checkpoint_every", self.checkpoint_every, strict=False)
         for name in ("steps", "batch_size", "log_every", "eval_every"):
             _positive("train", name, getattr(self, name))
@@ -273,18 +341,141 @@ class TrainConfig:
             )
 
 
+GAN_LOSSES = ("hinge", "non_saturating")
+QUANTIZER_KINDS = ("single", "multiscale", "fsq", "lfq")
+TASKS = ("tokenizer", "prior")  # what a run trains (vqlab.training.tasks)
+PRIOR_KINDS = ("maskgit",)
+LR_SCHEDULES = ("constant", "cosine")
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """The tokenizer's losses beyond the MSE reconstruction (taming's VQGAN vocabulary).
+
+    - ``perceptual``: weight of the perceptual distance (0 = off): LPIPS's "baseline" form in the
+      feature maps of a frozen network, ``perceptual_net``: a vqlab feature-net folder
+      (``vqlab featnet train --arch vgg``), or ``lpips`` for real LPIPS where the ``lpips``
+      package and its backbone weights exist. Never the network that scores the run.
+    - ``gan``: weight of the adversarial loss (0 = off, the papers' default): a PatchGAN
+      discriminator (``disc_width``, ``disc_layers``) with ``gan_loss``, from step
+      ``gan_start``; the generator's term is scaled by taming's adaptive weight (clamped to
+      ``adaptive_max``). ``r1``: weight of the R1 gradient penalty on real images (0 = off).
+      ``disc_lr``: the discriminator's learning rate (0 = ``train.lr``).
+    Deferred pretraining trains with the same reconstruction losses, just without VQ.
+    """
+
+    perceptual: float = 0.0
+    perceptual_net: str = ""
+    gan: float = 0.0
+    gan_loss: str = "hinge"
+    gan_start: int = 0
+    r1: float = 0.0
+    disc_width: int = 64
+    disc_layers: int = 3
+    disc_lr: float = 0.0
+    adaptive_max: float = 1e4
+
+    def __post_init__(self) -> None:
+        _choice("loss", "gan_loss", self.gan_loss, GAN_LOSSES)
+        for name in ("perceptual", "gan", "r1", "disc_lr", "gan_start"):
+            _positive("loss", name, getattr(self, name), strict=False)
+        for name in ("disc_width", "disc_layers", "adaptive_max"):
+            _positive("loss", name, getattr(self, name))
+        if self.perceptual > 0 and not self.perceptual_net.strip():
+            raise ConfigError(
+                "loss.perceptual > 0 needs loss.perceptual_net: a feature-net folder "
+                "(vqlab featnet train --arch vgg --out DIR) or lpips"
+            )
+
+
+@dataclass(frozen=True)
+class PriorConfig:
+    """A generative prior over token ids (``task=prior``, ``data.name=tokens``).
+
+    ``kind=maskgit``: a bidirectional transformer (``depth`` pre-LN blocks of ``width``, ``heads``
+    heads, ``dropout``) trained to predict masked tokens; ``mask_schedule`` gamma(r)
+    (``cosine``, ``arccos``, ``linear``), cross-entropy with ``label_smoothing`` on the masked
+    positions only unless ``loss_on_all``, labels dropped to the null class with probability
+    ``class_dropout`` (for classifier-free guidance). ``eval_mask_ratio``: the fixed ratio of
+    the validation metrics.
+    """
+
+    kind: str = "maskgit"
+    depth: int = 4
+    width: int = 256
+    heads: int = 4
+    dropout: float = 0.1
+    mask_schedule: str = "cosine"
+    label_smoothing: float = 0.1
+    loss_on_all: bool = False
+    class_dropout: float = 0.1
+    eval_mask_ratio: float = 0.5
+
+    def __post_init__(self) -> None:
+        from vqlab.priors.schedules import SCHEDULES
+
+        _choice("prior", "kind", self.kind, PRIOR_KINDS)
+        _choice("prior", "mask_schedule", self.mask_schedule, tuple(SCHEDULES))
+        for name in ("depth", "width", "heads"):
+            _positive("prior", name, getattr(self, name))
+        if self.width % self.heads:
+            raise ConfigError(
+                f"prior.width={self.width} must be divisible by prior.heads={self.heads}"
+            )
+        for name in ("dropout", "label_smoothing", "class_dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ConfigError(f"prior.{name} must lie in [0, 1); got {getattr(self, name)}")
+        if not 0.0 < self.eval_mask_ratio <= 1.0:
+            raise ConfigError(
+                f"prior.eval_mask_ratio must lie in (0, 1]; got {self.eval_mask_ratio}"
+            )
+
+
+@dataclass(frozen=True)
+class SampleConfig:
+    """MaskGIT decoding (``vqlab sample``): ``steps`` T, ``temperature`` of the token draw,
+    ``choice_temperature`` of the Gumbel noise on the confidences (annealed to 0 over the
+    steps), ``cfg`` the classifier-free guidance scale (0 = off), ``batch_size``, ``seed``."""
+
+    steps: int = 8
+    temperature: float = 1.0
+    choice_temperature: float = 4.5
+    cfg: float = 0.0
+    batch_size: int = 256
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "temperature"):
+            _positive("sample", name, getattr(self, name))
+        for name in ("choice_temperature", "cfg"):
+            _positive("sample", name, getattr(self, name), strict=False)
+
+
 @dataclass(frozen=True)
 class RunConfig:
     seed: int = 0
     device: str = "auto"
+    task: str = "tokenizer"
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     vq: VQConfig = field(default_factory=VQConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    prior: PriorConfig = field(default_factory=PriorConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
 
     def __post_init__(self) -> None:
         if self.device not in DEVICES:  # a top-level key: no group prefix in the message
             raise ConfigError(f"device={self.device!r} is not valid; choose one of {list(DEVICES)}")
+        if self.task not in TASKS:
+            raise ConfigError(f"task={self.task!r} is not valid; choose one of {list(TASKS)}")
+        if (self.task == "prior") != (self.data.name == "tokens"):
+            raise ConfigError(
+                "task=prior trains on token ids and needs data.name=tokens (a file from vqlab "
+                "tokenize)"
+                if self.task == "prior"
+                else "data.name=tokens holds token ids for a prior: set task=prior"
+            )
         self._apply_train_recipe()
 
     def _apply_train_recipe(self) -> None:
@@ -320,227 +511,3 @@ _GROUPS = {f.name: f for f in fields(RunConfig) if dataclasses.is_dataclass(f.de
 def valid_keys() -> list[str]:
     """Every dotted key a config file or ``--set`` accepts."""
     return sorted(RunConfig().flat())
-
-
-def _field_type(cls: type, name: str) -> Any:
-    return typing.get_type_hints(cls)[name]
-
-
-INT_LIMIT = 2**63  # ints travel into torch, which holds them in 64 bits
-
-
-def _type_name(typ: Any) -> str:
-    """``int``, ``float``, ``str``, ``bool``, or ``int or none`` for ``int | None``."""
-    if typing.get_origin(typ) in (Union, types.UnionType):
-        return " or ".join(_type_name(a) for a in typing.get_args(typ)).replace("NoneType", "none")
-    return getattr(typ, "__name__", str(typ))
-
-
-def _parse_int(text: str, key: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        try:
-            as_float = float(text)  # accept 1e4 where it is a whole number
-        except ValueError:
-            as_float = math.nan
-        if not as_float.is_integer():
-            raise ConfigError(f"{key} expects an int; got {text!r}") from None
-        value = int(as_float)
-    return _check_int_range(value, key)
-
-
-def _check_int_range(value: int, key: str) -> int:
-    if not -INT_LIMIT <= value < INT_LIMIT:
-        raise ConfigError(f"{key} expects an int that fits in 64 bits; got {value}")
-    return value
-
-
-def _check_finite(value: float, key: str, text: object) -> float:
-    if not math.isfinite(value):
-        raise ConfigError(f"{key} expects a finite float; got {text!r}")
-    return value
-
-
-def parse_value(text: str, typ: Any, key: str) -> Any:
-    """Parse ``--set`` text to the field type (int, float, str, bool, or ``X | None``).
-
-    A value that does not parse is a :class:`ConfigError` naming the key, the expected type and
-    the text; NaN and Inf are refused for floats, and ints must fit in 64 bits.
-    """
-    if not isinstance(text, str):
-        raise ConfigError(f"{key} expects text to parse; got {type(text).__name__}")
-    origin = typing.get_origin(typ)
-    if origin in (Union, types.UnionType):
-        args = [a for a in typing.get_args(typ) if a is not type(None)]
-        if text.strip().lower() in ("none", "null", "~", ""):
-            return None
-        return parse_value(text, args[0], key)
-    if typ is bool:
-        low = text.strip().lower()
-        if low in ("true", "1", "yes", "on"):
-            return True
-        if low in ("false", "0", "no", "off"):
-            return False
-        raise ConfigError(f"{key} expects a bool (true/false); got {text!r}")
-    if typ is int:
-        return _parse_int(text, key)
-    if typ is float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise ConfigError(f"{key} expects a float; got {text!r}") from None
-        return _check_finite(value, key, text)
-    return text
-
-
-def _coerce(value: Any, typ: Any, key: str) -> Any:
-    """Check a YAML value against the field type (YAML already parsed numbers and bools).
-
-    Text is parsed as ``--set`` text is; an int is accepted for a float and a whole float for
-    an int; a number is accepted as the text of a ``str`` field (a folder named ``2024``).
-    Anything else is a :class:`ConfigError` naming the expected type.
-    """
-    if isinstance(value, str):
-        return parse_value(value, typ, key)
-    base = typ
-    if typing.get_origin(typ) in (Union, types.UnionType):
-        if value is None:
-            return None
-        base = [a for a in typing.get_args(typ) if a is not type(None)][0]
-    numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if base is str and numeric:
-        return str(value)
-    if base is float and numeric:
-        return _check_finite(float(value), key, value)
-    if base is int and isinstance(value, float) and value.is_integer():
-        return _check_int_range(int(value), key)
-    if base is int and isinstance(value, int) and not isinstance(value, bool):
-        return _check_int_range(value, key)
-    if not isinstance(value, base) or (base is int and isinstance(value, bool)):
-        shown = repr(value)
-        shown = shown if len(shown) <= 60 else shown[:57] + "..."
-        raise ConfigError(f"{key} expects {_type_name(typ)}; got {shown} ({type(value).__name__})")
-    return value
-
-
-def _edit_distance(a: str, b: str) -> int:
-    """Levenshtein distance (insertions, deletions, substitutions), O(len(a) * len(b))."""
-    row = list(range(len(b) + 1))
-    for i, ca in enumerate(a, 1):
-        prev, row[0] = row[0], i
-        for j, cb in enumerate(b, 1):
-            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (ca != cb))
-    return row[-1]
-
-
-def closest_key(key: str) -> str | None:
-    """The valid key a typo most likely meant, or None when nothing is close.
-
-    A key whose last part names a field of another group (``train.codebook_size``) gets that
-    field; otherwise the valid key at the smallest edit distance, if that distance is at most
-    a third of the key's length (and at least 2 edits are allowed), ties to the first key.
-    """
-    keys = valid_keys()
-    leaf = key.rsplit(".", 1)[-1]
-    same_leaf = [k for k in keys if k.rsplit(".", 1)[-1] == leaf]
-    if len(same_leaf) == 1:
-        return same_leaf[0]
-    best = min(keys, key=lambda k: (_edit_distance(key, k), k))
-    return best if _edit_distance(key, best) <= max(2, len(key) // 3) else None
-
-
-def _unknown(key: str) -> ConfigError:
-    """The error for a key no config has: the closest valid key, and the valid choices."""
-    keys = valid_keys()
-    group = key.split(".", 1)[0]
-    if key in _GROUPS:
-        return ConfigError(
-            f"{key!r} is a group of keys, not a key; give one of "
-            f"{', '.join(k for k in keys if k.startswith(key + '.'))}"
-        )
-    close = closest_key(key)
-    hint = f"; did you mean {close!r}?" if close else ""
-    scope = [k for k in keys if k.startswith(group + ".")] if group in _GROUPS else keys
-    where = f"Valid keys in {group}" if group in _GROUPS else "Valid keys"
-    return ConfigError(f"unknown config key {key!r}{hint} {where}: {', '.join(scope)}")
-
-
-def _set(tree: dict[str, Any], key: str, value: Any, *, from_text: bool) -> None:
-    key = str(key)  # YAML allows keys like 1 or null; they are simply unknown
-    parts = key.split(".")
-    if len(parts) == 1 and parts[0] in ("seed", "device"):
-        typ = _field_type(RunConfig, parts[0])
-        tree[parts[0]] = parse_value(value, typ, key) if from_text else _coerce(value, typ, key)
-        return
-    if len(parts) != 2 or parts[0] not in _GROUPS:
-        raise _unknown(key)
-    cls = _GROUPS[parts[0]].default_factory
-    names = {f.name for f in fields(cls)}
-    if parts[1] not in names:
-        raise _unknown(key)
-    typ = _field_type(cls, parts[1])
-    parsed = parse_value(value, typ, key) if from_text else _coerce(value, typ, key)
-    tree.setdefault(parts[0], {})[parts[1]] = parsed
-
-
-def _flatten_yaml(node: Any, prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in node.items():
-        dotted = f"{prefix}{key}"
-        if isinstance(value, dict) and (value or dotted in _GROUPS):
-            out.update(_flatten_yaml(value, dotted + "."))
-        else:
-            out[dotted] = value
-    return out
-
-
-def build_config(
-    values: dict[str, Any] | None = None, overrides: list[str] | None = None
-) -> RunConfig:
-    """RunConfig from dotted-key values (already typed) and ``KEY=VALUE`` override strings."""
-    tree: dict[str, Any] = {}
-    for key, value in (values or {}).items():
-        _set(tree, key, value, from_text=False)
-    for item in overrides or []:
-        if "=" not in item:
-            raise ConfigError(f"--set expects KEY=VALUE; got {item!r}")
-        key, text = item.split("=", 1)
-        _set(tree, key.strip(), text.strip(), from_text=True)
-    try:
-        groups = {name: f.default_factory(**tree.pop(name, {})) for name, f in _GROUPS.items()}
-        return RunConfig(**tree, **groups)
-    except TypeError as err:  # pragma: no cover - keys are checked above
-        raise ConfigError(str(err)) from None
-
-
-def read_config_file(path: str | Path) -> dict[str, Any]:
-    """The dotted-key values of a YAML config file (nested or dotted keys), not yet validated."""
-    path = Path(path)
-    if path.is_dir():
-        raise ConfigError(f"config file {path} is a folder; give a YAML file")
-    if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path} is not valid YAML: {str(err).splitlines()[0]}") from None
-    except UnicodeDecodeError as err:
-        raise ConfigError(f"{path} is not UTF-8 text (byte {err.start}): not a YAML file") from None
-    except OSError as err:
-        raise ConfigError(f"cannot read config file {path}: {err.strerror or err}") from None
-    raw = {} if raw is None else raw
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path} must hold a mapping of config keys")
-    return _flatten_yaml(raw)
-
-
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
-    """Load a YAML config (nested or dotted keys) and apply ``KEY=VALUE`` overrides."""
-    values = read_config_file(path) if path is not None else {}
-    return build_config(values, overrides)
-
-
-def save_config(config: RunConfig, path: str | Path) -> None:
-    """Write every resolved key as nested YAML."""
-    Path(path).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))

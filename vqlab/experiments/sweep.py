@@ -1,7 +1,8 @@
 """Grids of configs -> run folders -> results.csv.
 
 A sweep skips runs that already finished (their ``summary.json`` exists) and records a failed
-run's error in results.csv instead of aborting the rest.
+run's error in results.csv instead of aborting the rest. :func:`write_sweep_report` writes the
+``report.md`` (and its plot) of ``vqlab sweep``.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ import json
 import multiprocessing
 import os
 import re
-import shutil
 import traceback
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -21,6 +21,8 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from vqlab.config import RunConfig, build_config
+from vqlab.experiments.markdown import markdown_table, provenance
+from vqlab.experiments.plots import plot_vs_codebook_size
 from vqlab.experiments.results import write_results
 
 RUNS_DIR = "runs"
@@ -62,14 +64,24 @@ def expand(
     return out
 
 
+def train_or_resume(config: RunConfig, run_dir: Path, command: str | None = None) -> dict:
+    """Train ``config`` into ``run_dir``, or resume it there from its last checkpoint when an
+    earlier attempt with the same config was cut short (a sweep goes on across sittings)."""
+    from vqlab.config import load_config
+    from vqlab.training.engine import resume, train
+
+    saved = run_dir / "config.yaml"
+    if saved.is_file() and (run_dir / "checkpoint").exists() and load_config(saved) == config:
+        return resume(run_dir, progress=False, command=command)
+    return train(config, run_dir, progress=False, overwrite=True, command=command)
+
+
 def _train_one(config: RunConfig, run_dir: Path, command: str | None, threads: int) -> dict:
     """Worker body for ``jobs > 1``: one run in its own process with ``threads`` torch threads."""
     import torch
 
-    from vqlab.training.loop import train
-
     torch.set_num_threads(threads)
-    return train(config, run_dir, progress=False, command=command)
+    return train_or_resume(config, run_dir, command)
 
 
 def _record_failure(row: dict[str, Any], run_dir: Path, err: BaseException, trace: str) -> None:
@@ -105,18 +117,16 @@ def run_sweep(
         if summary_file.is_file():
             row.update(status="skipped (finished)", **json.loads(summary_file.read_text()))
             continue
-        if run_dir.exists():  # an unfinished earlier attempt: start it again
-            shutil.rmtree(run_dir)
-        todo.append((row, run_dir, config))
+        todo.append((row, run_dir, config))  # an unfinished attempt resumes (train_or_resume)
     bar = tqdm(total=len(runs), initial=len(runs) - len(todo), desc="sweep", disable=not progress)
     if jobs == 1 or len(todo) <= 1:
-        if train_fn is None:
-            from vqlab.training.loop import train as train_fn
         for row, run_dir, config in todo:
             try:
-                row.update(
-                    status="ok", **train_fn(config, run_dir, progress=False, command=command)
-                )
+                if train_fn is None:
+                    summary = train_or_resume(config, run_dir, command)
+                else:
+                    summary = train_fn(config, run_dir, progress=False, command=command)
+                row.update(status="ok", **summary)
             except Exception as err:  # record and go on: one bad run must not sink the sweep
                 _record_failure(row, run_dir, err, traceback.format_exc())
             bar.update()
@@ -145,3 +155,33 @@ def run_sweep(
     bar.close()
     write_results(out / "results.csv", rows)
     return rows
+
+
+SWEEP_COLUMNS = ["perplexity", "usage", "codebook_mean_l2", "coverage_ratio", "recon_mse"]
+
+
+def write_sweep_report(
+    out: str | Path, rows: list[dict[str, Any]], grid_keys: list[str], command: str, seconds: float
+) -> Path:
+    """``out/report.md``: every run's row under the grid's keys, and metrics against K.
+
+    rows: the rows :func:`run_sweep` returned; grid_keys: the swept keys (table columns). The
+    plot ``out/plots/vs_codebook_size.png`` is drawn only when a row has ``codebook_size``.
+    Returns the report's path.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    figure = ""
+    if any("codebook_size" in r for r in rows):
+        (out / "plots").mkdir(exist_ok=True)
+        plot_vs_codebook_size(
+            rows, ["perplexity", "usage", "recon_mse"], out / "plots" / "vs_codebook_size.png"
+        )
+        figure = "\n![metrics against codebook size](plots/vs_codebook_size.png)\n"
+    cols = ["run", "status", *grid_keys, *SWEEP_COLUMNS, "error"]
+    path = out / "report.md"
+    path.write_text(
+        f"# Sweep\n\n{markdown_table(rows, cols)}\n{figure}\n## How this was made\n\n"
+        f"{provenance(command, seconds)}\n"
+    )
+    return path

@@ -27,6 +27,12 @@ class VQAutoencoder(nn.Module):
         super().__init__()
         self.encoder, self.quantizer, self.decoder = encoder, quantizer, decoder
 
+    @property
+    def last_layer(self) -> nn.Parameter:
+        """The weight of the decoder's last layer (taming's adaptive GAN weight compares the
+        gradient norms of the reconstruction and adversarial losses there)."""
+        return [p for p in self.decoder.parameters() if p.dim() > 1][-1]
+
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         return self.encoder(x)
 

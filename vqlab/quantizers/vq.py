@@ -435,13 +435,26 @@ def _check_options(
         raise ValueError(f"estimator={estimator!r} is not valid; choose one of {list(ESTIMATORS)}")
     if code_dim < 0:
         raise ValueError(f"code_dim must be >= 0 (0 = no projection); got {code_dim}")
-    if simvq and update != "grad":
-        raise ValueError(
-            f"simvq=True needs update='grad', not {update!r}: SimVQ codes are C W with W learned "
-            "by the codebook loss, so there is no free code for an EMA update to move"
+    conflict = simvq_conflict(update, dead_code_threshold) if simvq else None
+    if conflict is not None:
+        raise ValueError(f"simvq=True {conflict}")
+
+
+def simvq_conflict(update: str, dead_code_threshold: float, prefix: str = "") -> str | None:
+    """Why SimVQ cannot run with these options (the end of a sentence), or None if it can.
+
+    The one statement of SimVQ's rules, used by the layer and by the config (``prefix="vq."``,
+    which names values as config keys do: ``vq.update=grad``, not ``update='grad'``).
+    """
+    if update != "grad":
+        grad, got = ("grad", update) if prefix else ("'grad'", repr(update))
+        return (
+            f"needs {prefix}update={grad}, not {got}: SimVQ codes are C W with W learned by the "
+            "codebook loss, so there is no free code for an EMA update to move"
         )
-    if simvq and dead_code_threshold > 0:
-        raise ValueError(
-            "simvq=True cannot be combined with dead_code_threshold > 0: a SimVQ code is a row "
-            "of C W, not a free vector to re-seed; set dead_code_threshold=0"
+    if dead_code_threshold > 0:
+        return (
+            f"cannot be combined with {prefix}dead_code_threshold={dead_code_threshold}: a SimVQ "
+            "code is a row of C W, not a free vector to re-seed"
         )
+    return None

@@ -4,9 +4,12 @@ the training state beside them. No pickle of a file anywhere.
 A checkpoint is one folder, ``RUN/checkpoint/``:
 
 - ``model.safetensors``: the model's state dict, EMA buffers included (the DESIGN contract);
+  a task's other modules beside it as ``<name>.safetensors`` (``discriminator.safetensors``);
 - ``config.json``: ``{"config": flat keys, "input_shape": [...]}`` (the DESIGN contract);
-- ``optimizer.pt``: the optimizer's state dict, written by ``torch.save`` and read back with
-  ``torch.load(weights_only=True)``, which only rebuilds tensors and plain containers;
+- ``optimizer.pt``: the named optimizers' state dicts (``{"model": ..., "discriminator": ...}``;
+  an older checkpoint's single state dict reads as ``"model"``), written by ``torch.save`` and
+  read back with ``torch.load(weights_only=True)``, which only rebuilds tensors and plain
+  containers;
 - ``train_state.safetensors``: RNG states and the data order (uint8 / int64 tensors);
 - ``state.json``: step, phase, counters and anything else JSON can hold. Written last, it marks
   the folder complete.
@@ -31,6 +34,7 @@ from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
+from torch import nn
 
 from vqlab.config import RunConfig, build_config
 from vqlab.models.autoencoder import VQAutoencoder
@@ -53,12 +57,12 @@ class TrainingState:
 
     meta: JSON-able values (``step`` = the next step to run, ``phase``, counters, ...).
     tensors: named CPU tensors (RNG states, the sampler's permutation).
-    optimizer: the optimizer's ``state_dict()``, or None in a final checkpoint.
+    optimizers: each named optimizer's ``state_dict()``, or None in a final checkpoint.
     """
 
     meta: dict[str, Any]
     tensors: dict[str, torch.Tensor] = field(default_factory=dict)
-    optimizer: dict[str, Any] | None = None
+    optimizers: dict[str, dict[str, Any]] | None = None
 
 
 def _fsync(path: Path) -> None:
@@ -76,27 +80,32 @@ def _siblings(directory: Path) -> tuple[Path, Path]:
 
 
 def save_checkpoint(
-    model: VQAutoencoder,
+    model: nn.Module | dict[str, nn.Module],
     config: RunConfig,
     directory: str | Path,
     input_shape: tuple[int, ...],
     training: TrainingState | None = None,
 ) -> Path:
-    """Write the checkpoint folder ``directory`` atomically (module docstring); returns it."""
+    """Write the checkpoint folder ``directory`` atomically (module docstring); returns it.
+
+    ``model``: the model, or a task's named modules (``"model"`` among them).
+    """
     directory = Path(directory)
     tmp, old = _siblings(directory)
     shutil.rmtree(tmp, ignore_errors=True)  # a save interrupted earlier
     tmp.mkdir(parents=True)
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(tmp / MODEL_FILE))
+    modules = model if isinstance(model, dict) else {"model": model}
+    for name, module in modules.items():
+        state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+        save_file(state, str(tmp / f"{name}.safetensors"))
     meta = {"config": config.flat(), "input_shape": list(input_shape)}
     (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=2))
     training = training or TrainingState(meta={})
     if training.tensors:
         tensors = {k: v.detach().cpu().contiguous() for k, v in training.tensors.items()}
         save_file(tensors, str(tmp / TENSORS_FILE))
-    if training.optimizer is not None:
-        torch.save(training.optimizer, tmp / OPTIMIZER_FILE)
+    if training.optimizers is not None:
+        torch.save(training.optimizers, tmp / OPTIMIZER_FILE)
     for path in tmp.iterdir():
         _fsync(path)
     # the completeness marker goes last, once everything before it is on the disk
@@ -142,11 +151,25 @@ def load_training_state(directory: str | Path) -> TrainingState | None:
     tensors = {}
     if (directory / TENSORS_FILE).is_file():
         tensors = load_file(str(directory / TENSORS_FILE))
-    optimizer = None
+    optimizers = None
     if (directory / OPTIMIZER_FILE).is_file():
         # weights_only: the file can only rebuild tensors and plain containers, never run code
-        optimizer = torch.load(directory / OPTIMIZER_FILE, map_location="cpu", weights_only=True)
-    return TrainingState(meta, tensors, optimizer)
+        optimizers = torch.load(directory / OPTIMIZER_FILE, map_location="cpu", weights_only=True)
+        if "param_groups" in optimizers:  # one optimizer's state dict: an older checkpoint
+            optimizers = {"model": optimizers}
+    return TrainingState(meta, tensors, optimizers)
+
+
+def load_checkpoint_config(path: str | Path) -> tuple[RunConfig, tuple[int, ...]]:
+    """The (config, input shape) of a checkpoint folder's ``config.json``, for any task."""
+    path = Path(path)
+    try:
+        meta = json.loads((path / CONFIG_FILE).read_text())
+        return build_config(meta["config"]), tuple(meta["input_shape"])
+    except (ValueError, KeyError, TypeError) as err:  # JSONDecodeError is a ValueError
+        raise CheckpointError(
+            f"{path / CONFIG_FILE} is damaged or not a vqlab config: {err}"
+        ) from err
 
 
 def load_checkpoint(
@@ -162,14 +185,9 @@ def load_checkpoint(
         raise FileNotFoundError(
             f"no checkpoint in {path} (expected {MODEL_FILE} and {CONFIG_FILE})"
         )
-    try:
-        meta = json.loads((path / CONFIG_FILE).read_text())
-        config = build_config(meta["config"])
-        input_shape = tuple(meta["input_shape"])
-    except (ValueError, KeyError, TypeError) as err:  # JSONDecodeError is a ValueError
-        raise CheckpointError(
-            f"{path / CONFIG_FILE} is damaged or not a vqlab config: {err}"
-        ) from err
+    config, input_shape = load_checkpoint_config(path)
+    if config.task != "tokenizer":
+        raise CheckpointError(f"{path} holds a task={config.task} model, not a tokenizer")
     model = build_model(config.model, config.vq, input_shape)
     try:
         state = load_file(str(path / MODEL_FILE))

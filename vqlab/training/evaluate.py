@@ -84,6 +84,8 @@ def evaluate(
     )
     if labels is not None:
         metrics.update(_label_metrics(z_e, indices, codebook, labels, per_position, probes))
+    if indices is not None and hasattr(q, "split_indices"):
+        metrics["per_scale"] = per_scale_metrics(q, indices.reshape(x.shape[0], -1))
     # images keep a small sample: 256 images of 32x32 are already 3 MB of pixels
     n = min(SAMPLES_MAX if not per_image else 256, x.shape[0])
     samples = {
@@ -99,6 +101,25 @@ def evaluate(
     if idx_all:
         samples["indices"] = torch.cat(idx_all)[: n * per_position].cpu().numpy()
     return metrics, samples
+
+
+def per_scale_metrics(quantizer, indices: torch.Tensor) -> list[dict[str, float]]:
+    """Collapse per scale of a multi-scale quantizer: indices (N, L), coarse scale first ->
+    ``[{scale, perplexity, usage, dead_codes}, ...]``, one entry per scale."""
+    from vqlab.diagnostics.usage import code_counts, dead_codes, perplexity, usage
+
+    out = []
+    for side, level in zip(quantizer.scales, quantizer.split_indices(indices)):
+        counts = code_counts(level, quantizer.codebook_size)
+        out.append(
+            {
+                "scale": int(side),
+                "perplexity": perplexity(counts),
+                "usage": usage(counts),
+                "dead_codes": int(dead_codes(counts)),
+            }
+        )
+    return out
 
 
 def _label_metrics(

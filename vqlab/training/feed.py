@@ -2,7 +2,7 @@
 
 Both are part of a run's reproducible stream: :class:`BatchSampler` state goes into every
 checkpoint, and :func:`init_codebook` draws from its own seeded generator, so neither disturbs
-the other (see :mod:`vqlab.training.loop` for what makes a resumed run bit-identical).
+the other (see :mod:`vqlab.training.engine` for what makes a resumed run bit-identical).
 """
 
 from __future__ import annotations

@@ -60,12 +60,12 @@ def first_bad_gradient(model: nn.Module) -> str:
     return "gradient"
 
 
-def first_bad_state(model: nn.Module, optimizer: torch.optim.Optimizer) -> str | None:
+def first_bad_state(model: nn.Module, optimizer: torch.optim.Optimizer | None) -> str | None:
     """Name of the first non-finite floating tensor of the model or optimizer state, else None."""
     for name, t in model.state_dict().items():
         if t.is_floating_point() and not bool(torch.isfinite(t).all()):
             return name
-    for i, state in enumerate(optimizer.state.values()):
+    for i, state in enumerate(optimizer.state.values() if optimizer is not None else ()):
         for key, t in state.items():
             if torch.is_tensor(t) and t.is_floating_point() and not bool(torch.isfinite(t).all()):
                 return f"optimizer state {key} of parameter {i}"

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 STRATEGIES = ("standard", "deferred")
@@ -42,3 +43,17 @@ class Schedule:
 
     def phase(self, step: int) -> str:
         return "vq" if self.quantize_at(step) else "pretrain"
+
+
+def lr_factor(step: int, steps: int, warmup_steps: int = 0, schedule: str = "constant") -> float:
+    """The learning-rate multiplier at ``step``: linear warmup from ~0 to 1 over
+    ``warmup_steps`` (step 0 gets 1/warmup), then 1 (``constant``) or a cosine decay to 0 at
+    ``steps`` (``cosine``). A pure function of the step, so a resumed run needs no state."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    if schedule == "constant":
+        return 1.0
+    if schedule == "cosine":
+        span = max(1, steps - warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * min(step - warmup_steps, span) / span))
+    raise ValueError(f"lr schedule {schedule!r}; choose constant or cosine")

@@ -1,0 +1,44 @@
+"""Tiny labelled image folders and tokenizer runs for the tests of the generation pipeline."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+TINY_TOKENIZER = [
+    "data.name=image_folder",
+    "model.kind=conv",
+    "model.width=8",
+    "model.latent_dim=4",
+    "vq.codebook_size=8",
+    "vq.init_samples=64",
+    "vq.kmeans_iters=2",
+    "train.batch_size=4",
+    "train.steps=8",
+    "train.pretrain_steps=4",
+    "train.eval_every=4",
+    "train.log_every=2",
+]
+
+
+def image_folder(
+    root: Path,
+    *,
+    size: int = 16,
+    per_class: int = 6,
+    seed: int = 0,
+    classes: tuple[str, str] = ("a", "b"),
+) -> Path:
+    """train/ and test/ x two classes, dark and bright, x ``per_class`` noisy RGB PNGs
+    (``classes=("airplane", "automobile")`` makes it read as CIFAR-10)."""
+    rng = np.random.default_rng(seed)
+    for split in ("train", "test"):
+        for cls, level in zip(classes, (60, 190)):
+            folder = root / split / cls
+            folder.mkdir(parents=True)
+            for i in range(per_class):
+                img = np.clip(rng.normal(level, 30, (size, size, 3)), 0, 255).astype(np.uint8)
+                Image.fromarray(img).save(folder / f"{i}.png")
+    return root

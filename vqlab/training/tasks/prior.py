@@ -1,0 +1,142 @@
+"""The prior task (``task=prior``): a generative prior over a token file's ids (MaskGIT).
+
+Data is a token file (``data.name=tokens``, ``data.path``) as ``vqlab tokenize`` writes it, or any
+file with the same keys. One step masks a random share of each sequence (``prior.mask_schedule``)
+and trains the transformer to predict the masked ids (:func:`vqlab.priors.maskgit_loss`), with
+AdamW (β = (0.9, 0.96), as MaskGIT) and ``train.lr`` under ``train.warmup_steps`` and
+``train.lr_schedule`` (the engine applies it). The random masks draw from the global torch RNG,
+which every checkpoint saves, so a resumed prior equals an uninterrupted one.
+
+The summary holds ``val_loss``, ``val_masked_accuracy`` and ``val_perplexity`` over the masked
+positions of the test ids, at ``prior.eval_mask_ratio`` and a fixed seed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file
+from torch import nn
+
+from vqlab.config import RunConfig
+from vqlab.priors.maskgit import MaskGIT, evaluate_prior, maskgit_loss
+from vqlab.priors.tokens import TokenData, load_tokens
+from vqlab.training.distributed import Dist, check_batch, shard, sum_over_ranks
+from vqlab.training.feed import BatchSampler
+from vqlab.training.guard import is_finite
+from vqlab.training.schedule import Schedule
+from vqlab.training.tasks.base import StepLosses
+
+
+def build_prior(config: RunConfig, tokens: TokenData) -> MaskGIT:
+    """The prior of ``prior.*`` for the token file's K, L and classes."""
+    pc = config.prior
+    return MaskGIT(
+        tokens.codebook_size,
+        tokens.seq_len,
+        tokens.num_classes,
+        depth=pc.depth,
+        width=pc.width,
+        heads=pc.heads,
+        dropout=pc.dropout,
+    )
+
+
+class PriorTask:
+    """MaskGIT over token ids; see the module docstring."""
+
+    def __init__(
+        self, config: RunConfig, dist: Dist, schedule: Schedule, weights: Path | None = None
+    ) -> None:
+        self.config, self.dist = config, dist
+        tc = config.train
+        self.tokens = load_tokens(config.data.path)
+        self.model = build_prior(config, self.tokens).to(dist.device)
+        self.input_shape = (self.tokens.seq_len,)
+        n = self.tokens.train_ids.shape[0]
+        self.sampler = BatchSampler(n, tc.batch_size, config.seed)
+        check_batch(self.sampler.batch_size, dist)
+        self.modules: dict[str, nn.Module] = {"model": self.model}
+        if weights is not None:
+            self.model.load_state_dict(load_file(str(weights / "model.safetensors")))
+        if dist.enabled:  # every rank starts from rank 0's weights
+            from vqlab.training.distributed import broadcast_module
+
+            broadcast_module(self.model, dist)
+        self.optimizers = {
+            "model": torch.optim.AdamW(
+                self.model.parameters(), lr=tc.lr, betas=(0.9, 0.96), weight_decay=tc.weight_decay
+            )
+        }
+        self.train_ids = torch.as_tensor(self.tokens.train_ids, dtype=torch.long)
+        self.train_labels = torch.as_tensor(self.tokens.train_labels, dtype=torch.long)
+
+    def describe(self) -> str:
+        t = self.tokens
+        return f"maskgit K={t.codebook_size} L={t.seq_len}"
+
+    def phase(self, step: int) -> str:
+        return "train"
+
+    def prepare(self, step: int) -> dict[str, Any] | None:
+        return None
+
+    def losses(self, step: int) -> StepLosses:
+        pc = self.config.prior
+        rows = shard(self.sampler.next(), self.dist)
+        ids = self.train_ids[rows].to(self.dist.device)
+        labels = self.train_labels[rows].to(self.dist.device)
+        out = maskgit_loss(
+            self.model,
+            ids,
+            labels if self.tokens.num_classes else None,
+            schedule=pc.mask_schedule,
+            label_smoothing=pc.label_smoothing,
+            loss_on_all=pc.loss_on_all,
+            class_dropout=pc.class_dropout,
+        )
+        self.optimizers["model"].zero_grad(set_to_none=True)
+        out.loss.backward()
+        if self.dist.enabled:  # data parallel by hand: the mean gradient of the global batch
+            for p in self.model.parameters():
+                if p.grad is not None:
+                    p.grad.copy_(sum_over_ranks(p.grad, self.dist) / self.dist.world)
+        terms = {
+            "loss": out.loss,
+            "masked_accuracy": out.masked_accuracy,
+            "mask_ratio": torch.as_tensor(out.mask_ratio),
+        }
+        return StepLosses(terms, {})
+
+    def save_volatile(self) -> None:
+        return None  # nothing changes in forward but the gradients
+
+    def restore_volatile(self, saved: None) -> None:
+        return None
+
+    def weights_finite(self) -> bool:
+        return all(bool(is_finite(p)) for p in self.model.parameters())
+
+    def evaluate(self, step: int, *, final: bool) -> dict[str, Any]:
+        t = self.tokens
+        labels = torch.as_tensor(t.test_labels) if t.num_classes else None
+        return evaluate_prior(
+            self.model,
+            torch.as_tensor(t.test_ids, dtype=torch.long).to(self.dist.device),
+            None if labels is None else labels.to(self.dist.device),
+            mask_ratio=self.config.prior.eval_mask_ratio,
+            seed=0,
+        )
+
+    def finish(self, out: Path, metrics: dict[str, Any]) -> dict[str, Any]:
+        t = self.tokens
+        return {
+            "task": "prior",
+            "kind": self.config.prior.kind,
+            "codebook_size": t.codebook_size,
+            "seq_len": t.seq_len,
+            "steps": self.config.train.steps,
+            **metrics,
+        }
