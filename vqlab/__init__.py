@@ -14,13 +14,15 @@ from vqlab.diagnostics import diagnose
 from vqlab.quantizers.distance import nearest_code
 from vqlab.quantizers.kmeans import KMeansResult, kmeans
 from vqlab.quantizers.vq import VectorQuantizer, VQOutput
-from vqlab.training.loop import train
+from vqlab.tokenizer import Tokenizer
+from vqlab.training.engine import train
 
 __version__ = "0.1.0"
 
 __all__ = [
     "KMeansResult",
     "RunConfig",
+    "Tokenizer",
     "VQOutput",
     "VectorQuantizer",
     "diagnose",

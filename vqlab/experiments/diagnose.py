@@ -11,11 +11,13 @@ from typing import Any
 import numpy as np
 
 from vqlab.data.dataset import load_dataset
+from vqlab.diagnostics.verdict import collapse_verdict, data_reference
+from vqlab.experiments.markdown import markdown_table, provenance
 from vqlab.experiments.plots import plot_tokens
-from vqlab.experiments.report import markdown_table, provenance
 from vqlab.training.checkpoint import load_checkpoint
+from vqlab.training.distributed import resolve_device
+from vqlab.training.evaluate import SAMPLES_FILE, evaluate
 from vqlab.training.logging import prepare_out_dir, write_json
-from vqlab.training.loop import SAMPLES_FILE, evaluate, resolve_device
 
 
 def diagnose_run(
@@ -35,13 +37,22 @@ def diagnose_run(
     model.to(device)
     data = load_dataset(config.data, config.seed)
     metrics, samples = evaluate(model, data, device, quantize=True)
+    reference = data_reference(data.test_x, data.test_labels)
+    verdict = collapse_verdict(
+        {**metrics, "codebook_size": config.vq.codebook_size},
+        dim=config.model.latent_dim,
+        reference=reference,
+    )
+    metrics.update(reference)
+    metrics.update({k: v for k, v in verdict.items() if k != "verdict"})
     out = prepare_out_dir(out)
     write_json(out / "diagnostics.json", metrics)
     np.savez_compressed(out / SAMPLES_FILE, **samples)
     plot_tokens({config.train.strategy: out / SAMPLES_FILE}, out / "plots" / "tokens.png", f"{run}")
     rows = [{"metric": k, "value": v} for k, v in metrics.items()]
     (out / "report.md").write_text(
-        f"# Diagnostics of {run}\n\n{markdown_table(rows, ['metric', 'value'])}\n\n"
+        f"# Diagnostics of {run}\n\n" + "\n\n".join(verdict["verdict"]) + "\n\n"
+        f"{markdown_table(rows, ['metric', 'value'])}\n\n"
         f"![tokens](plots/tokens.png)\n\n## How this was made\n\n"
         f"{provenance(command or 'vqlab diagnose', time.perf_counter() - t0)}\n"
     )

@@ -1,0 +1,234 @@
+"""A trained tokenizer you can load and use: images -> token ids -> images.
+
+```python
+from vqlab import Tokenizer
+tok = Tokenizer.from_pretrained("runs/x")   # a run folder, its checkpoint/, or save_pretrained's
+ids = tok.encode(images)    # uint8 (B, H, W, C), or float (B, C, H, W) on the training scale
+rec = tok.decode(ids)       # (B, h, w) int64 -> float (B, C, H, W) on the training scale
+pictures = tok.to_uint8(rec)                # (B, H, W, C) uint8
+tok.save_pretrained("out/")                 # model.safetensors + config.json, nothing else
+```
+
+The training scale of images is [-1, 1] (``x / 127.5 - 1`` of the uint8 pixels, as
+:func:`vqlab.data.images.to_tensor` maps them). ``decode(encode(x))`` equals the model's own
+reconstruction in eval mode bit for bit: the quantizer's output is exactly the looked-up code.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import save_file
+
+from vqlab.config import RunConfig
+from vqlab.models.autoencoder import VQAutoencoder
+from vqlab.training.checkpoint import CONFIG_FILE, MODEL_FILE, load_checkpoint
+
+BATCH = 256
+
+
+class TokenizerError(ValueError):
+    """Input a tokenizer cannot take (the CLI turns it into exit code 2)."""
+
+
+class Tokenizer:
+    """A VQ autoencoder in eval mode, with the image conventions of its training data."""
+
+    def __init__(
+        self,
+        model: VQAutoencoder,
+        config: RunConfig,
+        input_shape: tuple[int, ...],
+        source: str = "",
+    ) -> None:
+        if len(input_shape) != 3:
+            raise TokenizerError(
+                f"a tokenizer needs an image model; this one was trained on samples of shape "
+                f"{tuple(input_shape)} ({config.model.kind})"
+            )
+        self.model, self.config = model.eval(), config
+        self.input_shape = tuple(input_shape)  # (C, H, W)
+        self.source = source
+        self.device = next(model.parameters()).device
+        c, h, w = self.input_shape
+        f = config.model.downsample
+        self.grid = (h // f, w // f)
+        # a multi-scale (VAR) quantizer gives every scale's ids in one row, coarse to fine
+        self.multiscale = hasattr(model.quantizer, "split_indices")
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, device: str | torch.device = "cpu") -> Tokenizer:
+        """Load a run folder, its ``checkpoint/`` or a folder written by :meth:`save_pretrained`.
+
+        Raises FileNotFoundError for a folder without a checkpoint, and CheckpointError for
+        weights that do not fit their config.
+        """
+        model, config, input_shape = load_checkpoint(path, device)
+        return cls(model, config, input_shape, source=str(path))
+
+    def save_pretrained(self, directory: str | Path) -> Path:
+        """Write ``model.safetensors`` and ``config.json`` (no optimizer, no training state)."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
+        save_file(state, str(directory / MODEL_FILE))
+        meta = {"config": self.config.flat(), "input_shape": list(self.input_shape)}
+        (directory / CONFIG_FILE).write_text(json.dumps(meta, indent=2))
+        return directory
+
+    @property
+    def codebook_size(self) -> int:
+        return self.model.quantizer.codebook_size
+
+    @property
+    def scales(self) -> list[int]:
+        """Side lengths of the token grids, coarse first (one grid: ``[h]``)."""
+        return list(self.model.quantizer.scales) if self.multiscale else [self.grid[0]]
+
+    @property
+    def seq_len(self) -> int:
+        """Token ids per image: h*w, or the sum of the scales' squares for a multi-scale one."""
+        return sum(p * p for p in self.scales) if self.multiscale else self.grid[0] * self.grid[1]
+
+    def to_tensor(self, images: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """uint8 (B, H, W, C) or float (B, C, H, W) on the training scale -> float (B, C, H, W),
+        checked against the image shape the tokenizer was trained on."""
+        if isinstance(images, np.ndarray):
+            images = torch.from_numpy(np.ascontiguousarray(images))
+        if not torch.is_tensor(images) or images.ndim != 4:
+            shape = tuple(getattr(images, "shape", ()))
+            raise TokenizerError(f"images must be a 4-d batch; got shape {shape}")
+        c, h, w = self.input_shape
+        if images.dtype == torch.uint8:
+            if tuple(images.shape[1:]) != (h, w, c):
+                raise TokenizerError(
+                    f"uint8 images must be (B, {h}, {w}, {c}) (H, W, C) for this tokenizer; "
+                    f"got {tuple(images.shape)}"
+                )
+            x = images.float().div_(127.5).sub_(1.0).permute(0, 3, 1, 2).contiguous()
+        elif images.is_floating_point():
+            if tuple(images.shape[1:]) != (c, h, w):
+                raise TokenizerError(
+                    f"float images must be (B, {c}, {h}, {w}) (C, H, W) on the training scale "
+                    f"[-1, 1] for this tokenizer; got {tuple(images.shape)}"
+                )
+            x = images.float()
+        else:
+            raise TokenizerError(f"images must be uint8 or floating point; got {images.dtype}")
+        return x.to(self.device)
+
+    @torch.no_grad()
+    def encode(self, images: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """Images -> token ids (B, h, w) int64, batched ((B, L) for a multi-scale tokenizer)."""
+        x = self.to_tensor(images)
+        q = self.model.quantizer
+        out = []
+        for i in range(0, x.shape[0], BATCH):
+            z_e = self.model.encode(x[i : i + BATCH])  # (b, D, h, w)
+            out.append(q(z_e).indices)  # (b, h, w)
+        if not out:
+            shape = (self.seq_len,) if self.multiscale else self.grid
+            return torch.zeros(0, *shape, dtype=torch.long, device=self.device)
+        return torch.cat(out)
+
+    @torch.no_grad()
+    def decode(self, ids: torch.Tensor | np.ndarray) -> torch.Tensor:
+        """Token ids (B, h, w), or (B, h*w) in row-major order -> float (B, C, H, W)."""
+        ids = torch.as_tensor(np.asarray(ids) if isinstance(ids, np.ndarray) else ids)
+        if ids.is_floating_point() or ids.dtype == torch.bool:
+            raise TokenizerError(f"token ids must be integers; got {ids.dtype}")
+        h, w = self.grid
+        if self.multiscale:
+            if ids.ndim != 2 or ids.shape[1] != self.seq_len:
+                raise TokenizerError(
+                    f"token ids must be (B, {self.seq_len}) (scales {self.scales}, coarse "
+                    f"first); got {tuple(ids.shape)}"
+                )
+        elif ids.ndim == 2 and ids.shape[1] == h * w:
+            ids = ids.reshape(-1, h, w)  # (B, L) row-major -> (B, h, w)
+        if not self.multiscale and (ids.ndim != 3 or tuple(ids.shape[1:]) != (h, w)):
+            raise TokenizerError(f"token ids must be (B, {h}, {w}); got {tuple(ids.shape)}")
+        ids = ids.long().to(self.device)
+        out = [
+            self.model.decode(self.model.quantizer.lookup(ids[i : i + BATCH]))
+            for i in range(0, ids.shape[0], BATCH)
+        ]
+        c, hh, ww = self.input_shape
+        return torch.cat(out) if out else torch.zeros(0, c, hh, ww, device=self.device)
+
+    @staticmethod
+    def to_uint8(x: torch.Tensor) -> np.ndarray:
+        """float (B, C, H, W) on the training scale -> uint8 (B, H, W, C) pictures (rounded,
+        clipped: the inverse of ``x / 127.5 - 1`` for values that came from pixels)."""
+        pixels = ((x.detach().float().cpu() + 1.0) * 127.5).round().clamp_(0, 255)
+        return pixels.to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
+
+
+def tokenize_dataset(
+    tokenizer: Tokenizer,
+    data_path: str | Path,
+    out: str | Path,
+    *,
+    data_name: str | None = None,
+    progress: bool = True,
+) -> dict:
+    """Encode the train and test splits of a dataset into a token file (the DESIGN contract).
+
+    The file (``.npz``) holds ``train_ids``/``test_ids`` (N, L) int32 in row-major order,
+    ``train_labels``/``test_labels`` (N,) int64 (-1 where there are none), ``codebook_size``,
+    ``scales`` and ``tokenizer`` (the path it came from). The dataset is read as the tokenizer's
+    training data was (``data.name`` and ``data.image_size`` of its config, unless
+    ``data_name`` says otherwise), with the whole test split. Returns a small summary.
+    """
+    import dataclasses
+
+    from tqdm.auto import tqdm
+
+    from vqlab.data.dataset import load_dataset
+    from vqlab.priors.tokens import save_tokens
+
+    dc = tokenizer.config.data
+    if data_name is None and dc.name == "gaussian_mixture":
+        raise TokenizerError("this tokenizer was trained on vectors, not images: give --data-name")
+    cfg = dataclasses.replace(dc, name=data_name or dc.name, path=str(data_path), test_limit=0)
+    data = load_dataset(cfg, tokenizer.config.seed)
+    if data.input_shape != tokenizer.input_shape:
+        c, h, w = (data.input_shape + (0, 0, 0))[:3]
+        raise TokenizerError(
+            f"the images at {data_path} are {h}x{w} with {c} channels; this tokenizer was trained "
+            f"on {tokenizer.input_shape[1]}x{tokenizer.input_shape[2]} with "
+            f"{tokenizer.input_shape[0]} (data.image_size in its config resizes)"
+        )
+    arrays = {}
+    for split, x, y in (
+        ("train", data.train_x, data.train_labels),
+        ("test", data.test_x, data.test_labels),
+    ):
+        rows = range(0, x.shape[0], BATCH)
+        ids = [
+            tokenizer.encode(x[i : i + BATCH]).reshape(-1, tokenizer.seq_len)
+            for i in tqdm(rows, desc=f"tokenize {split}", disable=not progress, leave=False)
+        ]
+        arrays[f"{split}_ids"] = torch.cat(ids).cpu().numpy()
+        arrays[f"{split}_labels"] = (
+            np.full(x.shape[0], -1, np.int64) if y is None else y.numpy().astype(np.int64)
+        )
+    save_tokens(
+        out,
+        codebook_size=tokenizer.codebook_size,
+        scales=tokenizer.scales,
+        tokenizer=tokenizer.source,
+        **arrays,
+    )
+    used = np.unique(arrays["train_ids"]).size
+    return {
+        "out": str(out),
+        "train": int(arrays["train_ids"].shape[0]),
+        "test": int(arrays["test_ids"].shape[0]),
+        "seq_len": int(arrays["train_ids"].shape[1]),
+        "codebook_size": tokenizer.codebook_size,
+        "codes_used_train": int(used),
+    }
