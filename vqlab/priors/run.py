@@ -1,0 +1,156 @@
+"""``vqlab sample``: load a trained prior run and write samples (ids, and images when the token
+file names its tokenizer).
+
+The samples folder holds ``samples.npz`` (``ids`` (N, L) int32, ``labels`` (N,) int64, -1 for
+unconditional samples) and ``sampling.json`` (every sampler setting: sampler settings alone move
+FD a lot, so each is recorded); with a tokenizer also ``images.npz`` (uint8 ``images``
+N x H x W x C), ``grid.png`` (a row per class) and the first few samples as PNGs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file
+
+from vqlab.config import RunConfig, load_config
+from vqlab.errors import ConfigError
+from vqlab.priors.maskgit import MaskGIT
+from vqlab.priors.sampling import maskgit_sample
+from vqlab.priors.tokens import TokenData, load_tokens
+
+PNG_COUNT = 8
+
+
+def load_prior(
+    run: str | Path, device: str | torch.device = "cpu"
+) -> tuple[MaskGIT, RunConfig, TokenData]:
+    """A prior run folder -> (model in eval mode, config, its token file)."""
+    from vqlab.training.tasks.prior import build_prior
+
+    run = Path(run)
+    weights = run / "checkpoint" / "model.safetensors"
+    if not (run / "config.yaml").is_file() or not weights.is_file():
+        raise FileNotFoundError(f"{run} is not a trained prior run (no config.yaml, checkpoint/)")
+    config = load_config(run / "config.yaml")
+    if config.task != "prior":
+        raise ConfigError(f"{run} trained task={config.task}, not a prior")
+    tokens = load_tokens(config.data.path)
+    model = build_prior(config, tokens)
+    model.load_state_dict(load_file(str(weights)))
+    return model.to(device).eval(), config, tokens
+
+
+def parse_labels(spec: str, n: int, num_classes: int) -> np.ndarray | None:
+    """``uniform`` (classes in turn, equally many of each), ``none``, or a class number."""
+    if spec == "none" or num_classes == 0:
+        if spec not in ("none", "uniform"):
+            raise ConfigError(f"--labels {spec}: this prior has no classes; use none")
+        return None
+    if spec == "uniform":
+        return np.arange(n, dtype=np.int64) % num_classes
+    try:
+        c = int(spec)
+    except ValueError:
+        raise ConfigError(
+            f"--labels must be uniform, none or a class number; got {spec!r}"
+        ) from None
+    if not 0 <= c < num_classes:
+        raise ConfigError(f"--labels {c}: classes are 0..{num_classes - 1}")
+    return np.full(n, c, dtype=np.int64)
+
+
+def sample_run(
+    run: str | Path,
+    n: int,
+    out: str | Path,
+    *,
+    labels: str = "uniform",
+    overrides: list[str] | None = None,
+    device: str = "cpu",
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Sample ``n`` sequences from the prior of ``run`` into the folder ``out``; returns the
+    settings and file list. ``overrides``: ``sample.*`` keys (``sample.steps=12``)."""
+    if n < 1:
+        raise ConfigError(f"--n must be >= 1; got {n}")
+    model, config, tokens = load_prior(run, device)
+    bad = [o for o in overrides or [] if not o.split("=", 1)[0].strip().startswith("sample.")]
+    if bad:
+        raise ConfigError(f"vqlab sample takes only sample.* settings; got {bad[0]!r}")
+    given = load_config(None, overrides or []).sample  # parsed and checked as --set is
+    keys = {o.split("=", 1)[0].strip().split(".", 1)[1] for o in overrides or []}
+    sc = dataclasses.replace(config.sample, **{k: getattr(given, k) for k in keys})
+    lab = parse_labels(labels, n, tokens.num_classes)
+    gen = torch.Generator().manual_seed(sc.seed)
+    ids = maskgit_sample(
+        model,
+        n,
+        labels=None if lab is None else torch.as_tensor(lab, device=device),
+        steps=sc.steps,
+        temperature=sc.temperature,
+        choice_temperature=sc.choice_temperature,
+        cfg=sc.cfg,
+        schedule=config.prior.mask_schedule,
+        generator=gen,
+        batch_size=sc.batch_size,
+        progress=progress,
+    ).cpu()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    labels_arr = np.full(n, -1, np.int64) if lab is None else lab
+    np.savez_compressed(out / "samples.npz", ids=ids.numpy().astype(np.int32), labels=labels_arr)
+    info = {
+        "run": str(run),
+        "n": n,
+        "labels": labels,
+        **dataclasses.asdict(sc),
+        "files": ["samples.npz"],
+    }
+    if tokens.tokenizer and Path(tokens.tokenizer).exists():
+        info["files"] += _decode(tokens, ids, labels_arr, out)
+    (out / "sampling.json").write_text(json.dumps(info, indent=2))
+    return info
+
+
+def _decode(tokens: TokenData, ids: torch.Tensor, labels: np.ndarray, out: Path) -> list[str]:
+    """Decode the ids with the token file's tokenizer into images.npz, grid.png and PNGs."""
+    from PIL import Image
+
+    from vqlab.tokenizer import Tokenizer
+
+    tok = Tokenizer.from_pretrained(tokens.tokenizer)
+    images = np.concatenate(
+        [tok.to_uint8(tok.decode(ids[i : i + 256])) for i in range(0, len(ids), 256)]
+    )
+    np.savez_compressed(out / "images.npz", images=images)
+    save_grid(images, labels, out / "grid.png")
+    names = []
+    for i in range(min(PNG_COUNT, len(images))):
+        Image.fromarray(images[i].squeeze() if images.shape[3] == 1 else images[i]).save(
+            out / f"sample_{i:03d}.png"
+        )
+        names.append(f"sample_{i:03d}.png")
+    return ["images.npz", "grid.png", *names]
+
+
+def save_grid(images: np.ndarray, labels: np.ndarray, path: Path, per_row: int = 10) -> None:
+    """A PNG grid of uint8 images (N, H, W, C): one row per class (labels >= 0), or rows of
+    ``per_row`` images in order for unconditional samples."""
+    from PIL import Image
+
+    n, h, w, c = images.shape
+    if (labels >= 0).any():
+        rows = [images[labels == k][:per_row] for k in np.unique(labels[labels >= 0])]
+    else:
+        rows = [images[i : i + per_row] for i in range(0, min(n, per_row * per_row), per_row)]
+    grid = np.full((len(rows) * (h + 2), per_row * (w + 2), c), 255, np.uint8)
+    for r, row in enumerate(rows):
+        for j, img in enumerate(row):
+            grid[r * (h + 2) : r * (h + 2) + h, j * (w + 2) : j * (w + 2) + w] = img
+    Image.fromarray(grid.squeeze() if c == 1 else grid).save(path)
