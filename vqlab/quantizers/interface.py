@@ -23,6 +23,8 @@ from typing import Protocol, runtime_checkable
 import torch
 from torch import nn
 
+from vqlab.quantizers.fsq import FSQ
+from vqlab.quantizers.lfq import LFQ
 from vqlab.quantizers.multiscale import MultiScaleQuantizer
 from vqlab.quantizers.vq import VectorQuantizer
 
@@ -107,6 +109,8 @@ class MultiLevelQuantizer(Quantizer, Protocol):
 QUANTIZERS: dict[str, Callable[..., nn.Module]] = {
     "single": VectorQuantizer,
     "multiscale": MultiScaleQuantizer,
+    "fsq": FSQ,
+    "lfq": LFQ,
 }
 
 
