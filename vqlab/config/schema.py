@@ -14,6 +14,8 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from vqlab.errors import ConfigError
+from vqlab.quantizers.interface import QUANTIZERS
+from vqlab.quantizers.multiscale import INIT_WAYS
 from vqlab.quantizers.rotation import ESTIMATORS
 from vqlab.quantizers.vq import INIT_METHODS as INITS
 from vqlab.quantizers.vq import SEARCHES, UPDATES, simvq_conflict
@@ -189,6 +191,7 @@ class VQConfig:
     share_resi: int = 4
     levels: str = ""
     entropy_weight: float = 0.1
+    ms_init: str = "finest"
 
     def __post_init__(self) -> None:
         _choice("vq", "recipe", self.recipe, tuple(RECIPES))
@@ -227,10 +230,14 @@ class VQConfig:
         ``scales``, e.g. ``1,2,3,4,6,8``; empty = the latent side alone), ``fsq`` (``levels``,
         e.g. ``8,5,5,5``; empty = the recommended set nearest ``codebook_size``, which then
         becomes the product of the levels) or ``lfq`` (log2 K binary channels with an entropy
-        penalty of weight ``entropy_weight``; ``beta`` is its commitment weight)."""
+        penalty of weight ``entropy_weight``; ``beta`` is its commitment weight).
+        ``ms_init``: how a multi-scale codebook's k-means sample is drawn: ``finest`` (the
+        full-resolution encoder outputs), ``pyramid`` (area-downsampled latents of every scale
+        pooled) or ``coarse_then_all`` (fit the coarsest scale, run the residual pass, refit on
+        every scale's residuals)."""
         from vqlab.quantizers.fsq import fsq_levels_for
 
-        _choice("vq", "kind", self.kind, QUANTIZER_KINDS)
+        _choice("vq", "kind", self.kind, tuple(QUANTIZERS))
         if self.kind == "single":
             return
         unsupported = [
@@ -255,6 +262,7 @@ class VQConfig:
         _positive("vq", "entropy_weight", self.entropy_weight, strict=False)
         if self.kind == "multiscale":
             self.scale_list()
+            _choice("vq", "ms_init", self.ms_init, INIT_WAYS)
         elif self.kind == "fsq":
             try:
                 levels = (
@@ -342,7 +350,6 @@ class TrainConfig:
 
 
 GAN_LOSSES = ("hinge", "non_saturating")
-QUANTIZER_KINDS = ("single", "multiscale", "fsq", "lfq")
 TASKS = ("tokenizer", "prior")  # what a run trains (vqlab.training.tasks)
 PRIOR_KINDS = ("maskgit",)
 LR_SCHEDULES = ("constant", "cosine")

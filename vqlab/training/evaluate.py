@@ -35,6 +35,18 @@ def encode_all(model: VQAutoencoder, x: torch.Tensor, device: torch.device) -> t
 
 
 @torch.no_grad()
+def encode_latents(model: VQAutoencoder, x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Encoder outputs of every row of x as they are: (N, D, h, w) for a conv encoder."""
+    was_training = model.training
+    model.eval()
+    out = torch.cat(
+        [model.encode(x[i : i + EVAL_BATCH].to(device)) for i in range(0, len(x), EVAL_BATCH)]
+    )
+    model.train(was_training)
+    return out
+
+
+@torch.no_grad()
 def evaluate(
     model: VQAutoencoder,
     data: Dataset,

@@ -13,7 +13,7 @@ from vqlab.config import RunConfig
 from vqlab.data.dataset import Dataset
 from vqlab.models.autoencoder import VQAutoencoder
 from vqlab.training.distributed import Dist, broadcast_module, gather_rows, on_main, shard
-from vqlab.training.evaluate import encode_all
+from vqlab.training.evaluate import encode_all, encode_latents
 from vqlab.training.guard import NonFiniteError, is_finite
 
 
@@ -63,7 +63,19 @@ def init_codebook(
         keep = torch.randperm(z.shape[0], generator=gen)[: config.vq.init_samples]
         z = z[keep.to(z.device)]
     vq = config.vq
-    init = model.quantizer.init_from_data
+    q = model.quantizer
+    if vq.kind == "multiscale" and vq.ms_init != "finest":
+        # the latents of the encoded images themselves: the sample is drawn across scales
+        z_e = gather_rows(encode_latents(model, data.train_x[shard(rows, d)], device), d)
+        how, seed = vq.ms_init, config.seed
+
+        def init() -> None:
+            q.init_from_latents(z_e, how=how, method=vq.init, iters=vq.kmeans_iters, seed=seed)
+
+        on_main(init, d)
+        broadcast_module(q, d)
+        return {"init_samples": int(z_e.shape[0] * positions), "init_method": f"{vq.init} ({how})"}
+    init = q.init_from_data
     on_main(lambda: init(z, method=vq.init, iters=vq.kmeans_iters, seed=config.seed), d)
     broadcast_module(model.quantizer, d)
     return {"init_samples": int(z.shape[0]), "init_method": config.vq.init}
