@@ -13,6 +13,8 @@ import math
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from vqlab.config.checks import check_choice, check_positive
+from vqlab.config.generation import LossConfig, PriorConfig, SampleConfig
 from vqlab.errors import ConfigError
 from vqlab.quantizers.interface import QUANTIZERS
 from vqlab.quantizers.multiscale import INIT_WAYS
@@ -20,18 +22,6 @@ from vqlab.quantizers.rotation import ESTIMATORS
 from vqlab.quantizers.vq import INIT_METHODS as INITS
 from vqlab.quantizers.vq import SEARCHES, UPDATES, simvq_conflict
 from vqlab.training.schedule import STRATEGIES
-
-
-def _choice(group: str, name: str, value: object, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ConfigError(f"{group}.{name}={value!r} is not valid; choose one of {list(choices)}")
-
-
-def _positive(group: str, name: str, value: float, *, strict: bool = True) -> None:
-    if value != value or value < 0 or (strict and value == 0):  # value != value: NaN
-        kind = "> 0" if strict else ">= 0"
-        raise ConfigError(f"{group}.{name} must be {kind}; got {value}")
-
 
 DATA_NAMES = ("gaussian_mixture", "cifar10", "image_folder", "idx", "tokens")
 MODEL_KINDS = ("mlp", "conv")
@@ -48,6 +38,7 @@ RECIPES: dict[str, dict[str, Any]] = {
 }
 DEVICES = ("auto", "cpu", "cuda")
 NONFINITE_ACTIONS = ("stop", "skip")
+LR_SCHEDULES = ("constant", "cosine")
 
 
 @dataclass(frozen=True)
@@ -64,12 +55,12 @@ class DataConfig:
     test_limit: int = 0  # evaluate on the first N test samples; 0 = the whole test set
 
     def __post_init__(self) -> None:
-        _choice("data", "name", self.name, DATA_NAMES)
+        check_choice("data", "name", self.name, DATA_NAMES)
         for name in ("peaks", "dim", "samples_per_peak", "test_samples_per_peak"):
-            _positive("data", name, getattr(self, name))
-        _positive("data", "test_limit", self.test_limit, strict=False)
-        _positive("data", "std", self.std)
-        _positive("data", "spread", self.spread, strict=False)
+            check_positive("data", name, getattr(self, name))
+        check_positive("data", "test_limit", self.test_limit, strict=False)
+        check_positive("data", "std", self.std)
+        check_positive("data", "spread", self.spread, strict=False)
         if self.name != "gaussian_mixture" and not self.path:
             raise ConfigError(f"data.name={self.name} needs data.path (a folder or archive)")
 
@@ -121,9 +112,9 @@ class ModelConfig:
     attention: bool = False
 
     def __post_init__(self) -> None:
-        _choice("model", "kind", self.kind, MODEL_KINDS)
+        check_choice("model", "kind", self.kind, MODEL_KINDS)
         for name in ("hidden", "depth", "latent_dim", "width", "res_blocks"):
-            _positive("model", name, getattr(self, name))
+            check_positive("model", name, getattr(self, name))
         if self.downsample < 1 or self.downsample & (self.downsample - 1):
             raise ConfigError(
                 f"model.downsample must be a power of two (1, 2, 4, 8, 16, ...); "
@@ -194,13 +185,13 @@ class VQConfig:
     ms_init: str = "finest"
 
     def __post_init__(self) -> None:
-        _choice("vq", "recipe", self.recipe, tuple(RECIPES))
+        check_choice("vq", "recipe", self.recipe, tuple(RECIPES))
         self._apply_recipe()
-        _choice("vq", "update", self.update, UPDATES)
-        _choice("vq", "estimator", self.estimator, ESTIMATORS)
-        _choice("vq", "init", self.init, INITS)
-        _choice("vq", "impl", self.impl, IMPLS)
-        _choice("vq", "search", self.search, SEARCHES)
+        check_choice("vq", "update", self.update, UPDATES)
+        check_choice("vq", "estimator", self.estimator, ESTIMATORS)
+        check_choice("vq", "init", self.init, INITS)
+        check_choice("vq", "impl", self.impl, IMPLS)
+        check_choice("vq", "search", self.search, SEARCHES)
         if self.impl != "vqlab" and self.simvq:
             raise ConfigError(f"vq.simvq=true is vqlab's own; vq.impl={self.impl} has no SimVQ")
         if self.impl != "vqlab" and self.search != "exact":
@@ -208,15 +199,15 @@ class VQConfig:
                 f"vq.search={self.search} is vqlab's own search; vq.impl={self.impl} searches "
                 "with its own code"
             )
-        _positive("vq", "codebook_size", self.codebook_size)
-        _positive("vq", "beta", self.beta, strict=False)
+        check_positive("vq", "codebook_size", self.codebook_size)
+        check_positive("vq", "beta", self.beta, strict=False)
         if not 0.0 < self.decay < 1.0:
             raise ConfigError(f"vq.decay must lie in (0, 1); got {self.decay}")
-        _positive("vq", "eps", self.eps)
-        _positive("vq", "kmeans_iters", self.kmeans_iters, strict=False)
-        _positive("vq", "init_samples", self.init_samples)
-        _positive("vq", "dead_code_threshold", self.dead_code_threshold, strict=False)
-        _positive("vq", "code_dim", self.code_dim, strict=False)
+        check_positive("vq", "eps", self.eps)
+        check_positive("vq", "kmeans_iters", self.kmeans_iters, strict=False)
+        check_positive("vq", "init_samples", self.init_samples)
+        check_positive("vq", "dead_code_threshold", self.dead_code_threshold, strict=False)
+        check_positive("vq", "code_dim", self.code_dim, strict=False)
         if self.init_samples < self.codebook_size and self.kind in ("single", "multiscale"):
             raise ConfigError(
                 f"vq.init_samples={self.init_samples} is smaller than vq.codebook_size="
@@ -237,7 +228,7 @@ class VQConfig:
         every scale's residuals)."""
         from vqlab.quantizers.fsq import fsq_levels_for
 
-        _choice("vq", "kind", self.kind, tuple(QUANTIZERS))
+        check_choice("vq", "kind", self.kind, tuple(QUANTIZERS))
         if self.kind == "single":
             return
         unsupported = [
@@ -257,12 +248,12 @@ class VQConfig:
                 f"vq.kind={self.kind} has none of the single-scale layer's options; leave "
                 f"{', '.join('vq.' + n for n in unsupported)} at the default"
             )
-        _positive("vq", "quant_resi", self.quant_resi, strict=False)
-        _positive("vq", "share_resi", self.share_resi)
-        _positive("vq", "entropy_weight", self.entropy_weight, strict=False)
+        check_positive("vq", "quant_resi", self.quant_resi, strict=False)
+        check_positive("vq", "share_resi", self.share_resi)
+        check_positive("vq", "entropy_weight", self.entropy_weight, strict=False)
         if self.kind == "multiscale":
             self.scale_list()
-            _choice("vq", "ms_init", self.ms_init, INIT_WAYS)
+            check_choice("vq", "ms_init", self.ms_init, INIT_WAYS)
         elif self.kind == "fsq":
             try:
                 levels = (
@@ -332,16 +323,16 @@ class TrainConfig:
     lr_schedule: str = "constant"
 
     def __post_init__(self) -> None:
-        _choice("train", "strategy", self.strategy, STRATEGIES)
-        _choice("train", "on_nonfinite", self.on_nonfinite, NONFINITE_ACTIONS)
-        _choice("train", "lr_schedule", self.lr_schedule, LR_SCHEDULES)
-        _positive("train", "warmup_steps", self.warmup_steps, strict=False)
-        _positive("train", "checkpoint_every", self.checkpoint_every, strict=False)
+        check_choice("train", "strategy", self.strategy, STRATEGIES)
+        check_choice("train", "on_nonfinite", self.on_nonfinite, NONFINITE_ACTIONS)
+        check_choice("train", "lr_schedule", self.lr_schedule, LR_SCHEDULES)
+        check_positive("train", "warmup_steps", self.warmup_steps, strict=False)
+        check_positive("train", "checkpoint_every", self.checkpoint_every, strict=False)
         for name in ("steps", "batch_size", "log_every", "eval_every"):
-            _positive("train", name, getattr(self, name))
-        _positive("train", "lr", self.lr)
-        _positive("train", "weight_decay", self.weight_decay, strict=False)
-        _positive("train", "pretrain_steps", self.pretrain_steps, strict=False)
+            check_positive("train", name, getattr(self, name))
+        check_positive("train", "lr", self.lr)
+        check_positive("train", "weight_decay", self.weight_decay, strict=False)
+        check_positive("train", "pretrain_steps", self.pretrain_steps, strict=False)
         if self.strategy == "deferred" and self.pretrain_steps >= self.steps:
             raise ConfigError(
                 f"train.pretrain_steps={self.pretrain_steps} must be < train.steps={self.steps} "
@@ -349,113 +340,7 @@ class TrainConfig:
             )
 
 
-GAN_LOSSES = ("hinge", "non_saturating")
 TASKS = ("tokenizer", "prior")  # what a run trains (vqlab.training.tasks)
-PRIOR_KINDS = ("maskgit",)
-LR_SCHEDULES = ("constant", "cosine")
-
-
-@dataclass(frozen=True)
-class LossConfig:
-    """The tokenizer's losses beyond the MSE reconstruction (taming's VQGAN vocabulary).
-
-    - ``perceptual``: weight of the perceptual distance (0 = off): LPIPS's "baseline" form in the
-      feature maps of a frozen network, ``perceptual_net``: a vqlab feature-net folder
-      (``vqlab featnet train --arch vgg``), or ``lpips`` for real LPIPS where the ``lpips``
-      package and its backbone weights exist. Never the network that scores the run.
-    - ``gan``: weight of the adversarial loss (0 = off, the papers' default): a PatchGAN
-      discriminator (``disc_width``, ``disc_layers``) with ``gan_loss``, from step
-      ``gan_start``; the generator's term is scaled by taming's adaptive weight (clamped to
-      ``adaptive_max``). ``r1``: weight of the R1 gradient penalty on real images (0 = off).
-      ``disc_lr``: the discriminator's learning rate (0 = ``train.lr``).
-    Deferred pretraining trains with the same reconstruction losses, just without VQ.
-    """
-
-    perceptual: float = 0.0
-    perceptual_net: str = ""
-    gan: float = 0.0
-    gan_loss: str = "hinge"
-    gan_start: int = 0
-    r1: float = 0.0
-    disc_width: int = 64
-    disc_layers: int = 3
-    disc_lr: float = 0.0
-    adaptive_max: float = 1e4
-
-    def __post_init__(self) -> None:
-        _choice("loss", "gan_loss", self.gan_loss, GAN_LOSSES)
-        for name in ("perceptual", "gan", "r1", "disc_lr", "gan_start"):
-            _positive("loss", name, getattr(self, name), strict=False)
-        for name in ("disc_width", "disc_layers", "adaptive_max"):
-            _positive("loss", name, getattr(self, name))
-        if self.perceptual > 0 and not self.perceptual_net.strip():
-            raise ConfigError(
-                "loss.perceptual > 0 needs loss.perceptual_net: a feature-net folder "
-                "(vqlab featnet train --arch vgg --out DIR) or lpips"
-            )
-
-
-@dataclass(frozen=True)
-class PriorConfig:
-    """A generative prior over token ids (``task=prior``, ``data.name=tokens``).
-
-    ``kind=maskgit``: a bidirectional transformer (``depth`` pre-LN blocks of ``width``, ``heads``
-    heads, ``dropout``) trained to predict masked tokens; ``mask_schedule`` gamma(r)
-    (``cosine``, ``arccos``, ``linear``), cross-entropy with ``label_smoothing`` on the masked
-    positions only unless ``loss_on_all``, labels dropped to the null class with probability
-    ``class_dropout`` (for classifier-free guidance). ``eval_mask_ratio``: the fixed ratio of
-    the validation metrics.
-    """
-
-    kind: str = "maskgit"
-    depth: int = 4
-    width: int = 256
-    heads: int = 4
-    dropout: float = 0.1
-    mask_schedule: str = "cosine"
-    label_smoothing: float = 0.1
-    loss_on_all: bool = False
-    class_dropout: float = 0.1
-    eval_mask_ratio: float = 0.5
-
-    def __post_init__(self) -> None:
-        from vqlab.priors.schedules import SCHEDULES
-
-        _choice("prior", "kind", self.kind, PRIOR_KINDS)
-        _choice("prior", "mask_schedule", self.mask_schedule, tuple(SCHEDULES))
-        for name in ("depth", "width", "heads"):
-            _positive("prior", name, getattr(self, name))
-        if self.width % self.heads:
-            raise ConfigError(
-                f"prior.width={self.width} must be divisible by prior.heads={self.heads}"
-            )
-        for name in ("dropout", "label_smoothing", "class_dropout"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise ConfigError(f"prior.{name} must lie in [0, 1); got {getattr(self, name)}")
-        if not 0.0 < self.eval_mask_ratio <= 1.0:
-            raise ConfigError(
-                f"prior.eval_mask_ratio must lie in (0, 1]; got {self.eval_mask_ratio}"
-            )
-
-
-@dataclass(frozen=True)
-class SampleConfig:
-    """MaskGIT decoding (``vqlab sample``): ``steps`` T, ``temperature`` of the token draw,
-    ``choice_temperature`` of the Gumbel noise on the confidences (annealed to 0 over the
-    steps), ``cfg`` the classifier-free guidance scale (0 = off), ``batch_size``, ``seed``."""
-
-    steps: int = 8
-    temperature: float = 1.0
-    choice_temperature: float = 4.5
-    cfg: float = 0.0
-    batch_size: int = 256
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "temperature"):
-            _positive("sample", name, getattr(self, name))
-        for name in ("choice_temperature", "cfg"):
-            _positive("sample", name, getattr(self, name), strict=False)
 
 
 @dataclass(frozen=True)
