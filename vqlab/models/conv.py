@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vqlab.config import ConfigError
+from vqlab.errors import ConfigError
 
 MAX_GROUPS = 32
 

@@ -38,7 +38,7 @@ import torch
 import torch.distributed as tdist
 from torch import nn
 
-from vqlab.config import ConfigError
+from vqlab.errors import ConfigError
 
 T = TypeVar("T")
 
