@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
-from vqlab.config import ModelConfig, VQConfig
 from vqlab.errors import ConfigError
 from vqlab.memory import check_codebook_memory
 from vqlab.models.autoencoder import VQAutoencoder
 from vqlab.models.conv import ConvDecoder, ConvEncoder, check_image_shape
 from vqlab.models.mlp import MLPDecoder, MLPEncoder
 from vqlab.quantizers.vq import VectorQuantizer
+
+if TYPE_CHECKING:  # the builder reads config groups; the models never import the config
+    from vqlab.config import ModelConfig, VQConfig
 
 
 def _mlp(cfg: ModelConfig, input_shape: tuple[int, ...]) -> tuple[nn.Module, nn.Module, int]:
