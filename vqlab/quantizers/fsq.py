@@ -28,13 +28,13 @@ checks that both give the same indices and outputs):
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 import torch
 from torch import nn
 
-from vqlab.quantizers.vq import INIT_METHODS, VQOutput
-from vqlab.validation import check_int, check_integer, check_quantizer_input
+from vqlab.quantizers.grid import GridQuantizer, fit_grid_projections  # noqa: F401 - re-exported
+from vqlab.quantizers.vq import VQOutput
+from vqlab.validation import check_int
 
 BOUND_EPS = 1e-3
 
@@ -65,44 +65,7 @@ def fsq_levels_for(codebook_size: int) -> tuple[int, ...]:
     return min(RECOMMENDED_LEVELS, key=lambda lv: abs(math.log(math.prod(lv) / k)))
 
 
-@torch.no_grad()
-def fit_grid_projections(
-    project_in: nn.Linear,
-    project_out: nn.Linear,
-    z: torch.Tensor,
-    quantize: Callable[[torch.Tensor], torch.Tensor],
-    *,
-    scale: float = 1.0,
-) -> None:
-    """Fit the projections around a fixed grid quantizer to encoder outputs ``z`` (N, D).
-
-    ``project_in`` <- the top-d principal axes, centred and whitened to standard deviation
-    ``scale`` (the grid's bound is fixed, so unlike k-means codes it cannot move to the data:
-    the data is scaled to the grid). ``project_out`` <- the least-squares linear map from the
-    quantized codes ``quantize(project_in(z))`` (N, d) back to ``z``: the best linear
-    reconstruction of ``z`` from its codes. Why: under deferred quantization the decoder learned
-    on raw ``z_e``; random projections at the switch hand it unrelated inputs (as in
-    :meth:`VectorQuantizer._fit_projections`). Needs d <= D.
-    """
-    d = project_in.out_features
-    mean = z.mean(0).double()  # (D,)
-    centred = z.double() - mean  # (N, D); fp64 for a clean eigh and solve
-    evals, vecs = torch.linalg.eigh(centred.T @ centred / z.shape[0])  # increasing variance
-    axes = vecs[:, -d:].flip(1).T  # (d, D), by decreasing variance
-    # a direction with no variance would get an infinite gain; floor it relative to the largest
-    std = evals[-d:].flip(0).clamp_min(evals[-1].clamp_min(1e-30) * 1e-12).sqrt()  # (d,)
-    w_in = axes * (scale / std)[:, None]  # (d, D)
-    project_in.weight.copy_(w_in)
-    project_in.bias.copy_(-(w_in @ mean))
-    codes = quantize(project_in(z)).double()  # (N, d)
-    design = torch.cat([codes, codes.new_ones(codes.shape[0], 1)], 1)  # (N, d + 1)
-    # pinv, not lstsq: a grid channel may be constant on the sample (rank-deficient design)
-    sol = torch.linalg.pinv(design) @ z.double()  # (d + 1, D)
-    project_out.weight.copy_(sol[:-1].T)
-    project_out.bias.copy_(sol[-1])
-
-
-class FSQ(nn.Module):
+class FSQ(GridQuantizer):
     """Finite scalar quantization of ``(..., D)`` (or channel-first, ``channel_dim=1``) inputs.
 
     Args:
@@ -151,6 +114,9 @@ class FSQ(nn.Module):
         """(..., d) -> (..., d): the bounded values, before rounding (see the module docstring)."""
         return torch.tanh(h + self._shift) * self._half - self._offset
 
+    def snap(self, h: torch.Tensor) -> torch.Tensor:
+        return self.quantize(h)
+
     def quantize(self, h: torch.Tensor) -> torch.Tensor:
         """(..., d) grid-space inputs -> (..., d) codes in [-1, 1], straight-through the round."""
         b = self.bound(h)
@@ -168,50 +134,6 @@ class FSQ(nn.Module):
         digits = (indices[..., None] // self._basis) % self._levels  # (..., d)
         return (digits.float() - self._width) / self._width
 
-    @property
-    def codebook(self) -> torch.Tensor:
-        """(K, D): the implicit codebook in the input space (after the out-projection), so the
-        diagnostics that read ``codebook`` against ``to_code_space`` compare like with like."""
-        return self._from_grid(self.implicit_codes)
-
-    # ----------------------------------------------------------------- shapes
-    def _to_grid(self, flat: torch.Tensor) -> torch.Tensor:
-        return self.project_in(flat) if self.project_in is not None else flat
-
-    def _from_grid(self, codes: torch.Tensor) -> torch.Tensor:
-        return self.project_out(codes) if self.project_out is not None else codes
-
-    def _flatten(self, z_e: torch.Tensor) -> tuple[torch.Tensor, torch.Size]:
-        device = self.initialized.device
-        check_quantizer_input(z_e, dim=self.dim, channel_dim=self.channel_dim, device=device)
-        z = z_e.movedim(self.channel_dim, -1)  # (..., D)
-        return z.reshape(-1, self.dim), z.shape[:-1]
-
-    def _unflatten(self, flat: torch.Tensor, lead: torch.Size) -> torch.Tensor:
-        return flat.reshape(*lead, self.dim).movedim(-1, self.channel_dim)
-
-    def to_code_space(self, z_e: torch.Tensor) -> torch.Tensor:
-        """Encoder outputs (..., D) (or channel-first) -> (N, D): the flattened ``z_e`` itself.
-
-        ``codebook`` lives in the input space (the grid after the out-projection), so the
-        vectors that diagnostics set against it are the encoder outputs, not their projections.
-        """
-        return self._flatten(z_e)[0].float()
-
-    def lookup(self, indices: torch.Tensor) -> torch.Tensor:
-        """``indices`` (any shape) -> ``(*indices.shape, D)`` (or channel-first): code, then the
-        out-projection; equal to ``forward``'s ``quantized`` (bit for bit in fp32)."""
-        check_integer(indices, "indices")
-        if indices.numel() > 0:
-            lo, hi = (int(v) for v in torch.aminmax(indices.detach()))
-            if lo < 0 or hi >= self.codebook_size:
-                raise ValueError(
-                    f"indices must lie in [0, {self.codebook_size}); got values in [{lo}, {hi}]"
-                )
-        with torch.autocast(device_type=indices.device.type, enabled=False):
-            flat = self._from_grid(self.indices_to_codes(indices.reshape(-1)))  # (N, D)
-        return self._unflatten(flat, indices.shape)
-
     # ---------------------------------------------------------------- forward
     def forward(self, z_e: torch.Tensor) -> VQOutput:
         """z_e: (..., D) -> VQOutput(quantized like z_e, indices (...) int64, loss 0, {}).
@@ -225,32 +147,6 @@ class FSQ(nn.Module):
             out = self._from_grid(codes)  # (N, D)
         zero = flat.new_zeros((), dtype=torch.float32)  # the grid has no loss to train
         return VQOutput(self._unflatten(out.to(z_e.dtype), lead), indices.reshape(lead), zero, {})
-
-    # ------------------------------------------------------------------- init
-    @torch.no_grad()
-    def init_from_data(
-        self, z_e: torch.Tensor, *, method: str = "kmeans", iters: int = 20, seed: int = 0
-    ) -> None:
-        """Fit the projections to encoder outputs ``z_e`` (..., D); the grid itself is fixed.
-
-        There is no codebook to fit, so ``method`` (any of vq.py's ``INIT_METHODS``, accepted so
-        that ``vq.init`` passes through), ``iters`` and ``seed`` do not change the result: with
-        projections (D != d, and d <= D) they are fitted by :func:`fit_grid_projections` (PCA
-        whitened to unit variance in, least squares out), deterministically; ``method="none"``
-        keeps them as built. Without projections it only sets ``initialized``: under the
-        deferred schedule FSQ then simply starts quantizing.
-        """
-        if method not in INIT_METHODS:
-            raise ValueError(f"unknown init method {method!r}; choose one of {list(INIT_METHODS)}")
-        check_int(iters, "iters", minimum=0)
-        check_int(seed, "seed")
-        flat = self._flatten(z_e)[0].float()  # (N, D)
-        fit = method != "none" and self.project_in is not None and self.code_dim <= self.dim
-        if fit:
-            if flat.shape[0] < 2:
-                raise ValueError(f"init_from_data needs at least 2 vectors; got {flat.shape[0]}")
-            fit_grid_projections(self.project_in, self.project_out, flat, self.quantize)
-        self.initialized.fill_(True)
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, levels={self.levels}, codebook_size={self.codebook_size}"

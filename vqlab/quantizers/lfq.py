@@ -38,9 +38,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vqlab.quantizers.fsq import fit_grid_projections
-from vqlab.quantizers.vq import INIT_METHODS, VQOutput
-from vqlab.validation import check_int, check_integer, check_number, check_quantizer_input
+from vqlab.quantizers.grid import GridQuantizer
+from vqlab.quantizers.vq import VQOutput
+from vqlab.validation import check_int, check_number
 
 
 def bit_table(bits: int, device: torch.device | None = None) -> torch.Tensor:
@@ -73,7 +73,7 @@ def lfq_entropies(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return per_sample, codebook
 
 
-class LFQ(nn.Module):
+class LFQ(GridQuantizer):
     """Lookup-free quantization of ``(..., D)`` (or channel-first, ``channel_dim=1``) inputs.
 
     Args:
@@ -124,6 +124,16 @@ class LFQ(nn.Module):
         self.register_buffer("initialized", torch.tensor(False))
 
     # ------------------------------------------------------------------- grid
+    @property
+    def init_scale(self) -> float:
+        # the in-projection whitens to the code magnitude: a small commitment term at the start,
+        # and each bit splits the data through its centre
+        return self.codebook_scale
+
+    def snap(self, h: torch.Tensor) -> torch.Tensor:
+        s = self.codebook_scale
+        return torch.where(h > 0, s, -s)
+
     def codes_to_indices(self, codes: torch.Tensor) -> torch.Tensor:
         """(..., d) codes (or any grid-space values) -> (...) int64 indices, MSB first."""
         return ((codes > 0).long() * self._bit_weights).sum(-1)
@@ -132,46 +142,6 @@ class LFQ(nn.Module):
         """(...) int64 indices -> (..., d) codes in ``{-s, +s}``."""
         bits = ((indices[..., None] & self._bit_weights) != 0).float()  # (..., d)
         return (2 * bits - 1) * self.codebook_scale
-
-    @property
-    def codebook(self) -> torch.Tensor:
-        """(K, D): the implicit codebook in the input space (after the out-projection)."""
-        return self._from_grid(self.implicit_codes)
-
-    # ----------------------------------------------------------------- shapes
-    def _to_grid(self, flat: torch.Tensor) -> torch.Tensor:
-        return self.project_in(flat) if self.project_in is not None else flat
-
-    def _from_grid(self, codes: torch.Tensor) -> torch.Tensor:
-        return self.project_out(codes) if self.project_out is not None else codes
-
-    def _flatten(self, z_e: torch.Tensor) -> tuple[torch.Tensor, torch.Size]:
-        device = self.initialized.device
-        check_quantizer_input(z_e, dim=self.dim, channel_dim=self.channel_dim, device=device)
-        z = z_e.movedim(self.channel_dim, -1)  # (..., D)
-        return z.reshape(-1, self.dim), z.shape[:-1]
-
-    def _unflatten(self, flat: torch.Tensor, lead: torch.Size) -> torch.Tensor:
-        return flat.reshape(*lead, self.dim).movedim(-1, self.channel_dim)
-
-    def to_code_space(self, z_e: torch.Tensor) -> torch.Tensor:
-        """Encoder outputs (..., D) (or channel-first) -> (N, D): the flattened ``z_e`` itself,
-        the space of ``codebook`` (so diagnostics compare like with like)."""
-        return self._flatten(z_e)[0].float()
-
-    def lookup(self, indices: torch.Tensor) -> torch.Tensor:
-        """``indices`` (any shape) -> ``(*indices.shape, D)`` (or channel-first); equal to
-        ``forward``'s ``quantized`` (bit for bit in fp32)."""
-        check_integer(indices, "indices")
-        if indices.numel() > 0:
-            lo, hi = (int(v) for v in torch.aminmax(indices.detach()))
-            if lo < 0 or hi >= self.codebook_size:
-                raise ValueError(
-                    f"indices must lie in [0, {self.codebook_size}); got values in [{lo}, {hi}]"
-                )
-        with torch.autocast(device_type=indices.device.type, enabled=False):
-            flat = self._from_grid(self.indices_to_codes(indices.reshape(-1)))  # (N, D)
-        return self._unflatten(flat, indices.shape)
 
     # ---------------------------------------------------------------- forward
     def forward(self, z_e: torch.Tensor) -> VQOutput:
@@ -201,33 +171,6 @@ class LFQ(nn.Module):
         return VQOutput(
             self._unflatten(out.to(z_e.dtype), lead), indices.reshape(lead), loss, losses
         )
-
-    # ------------------------------------------------------------------- init
-    @torch.no_grad()
-    def init_from_data(
-        self, z_e: torch.Tensor, *, method: str = "kmeans", iters: int = 20, seed: int = 0
-    ) -> None:
-        """Fit the projections to encoder outputs ``z_e`` (..., D); the codes are fixed.
-
-        As for :meth:`FSQ.init_from_data`: ``method`` (any of ``INIT_METHODS``), ``iters`` and
-        ``seed`` do not change the result; with projections (d <= D) they are fitted by
-        :func:`fit_grid_projections`, whitened to standard deviation ``codebook_scale`` so the
-        grid-space values start at the code magnitude (a small commitment term); the principal
-        axes centred at the mean make each bit split the data through its centre.
-        ``method="none"`` keeps them as built; without projections only ``initialized`` is set.
-        """
-        if method not in INIT_METHODS:
-            raise ValueError(f"unknown init method {method!r}; choose one of {list(INIT_METHODS)}")
-        check_int(iters, "iters", minimum=0)
-        check_int(seed, "seed")
-        flat = self._flatten(z_e)[0].float()  # (N, D)
-        if method != "none" and self.project_in is not None and self.code_dim <= self.dim:
-            if flat.shape[0] < 2:
-                raise ValueError(f"init_from_data needs at least 2 vectors; got {flat.shape[0]}")
-            s = self.codebook_scale
-            quantize = lambda h: torch.where(h > 0, s, -s)  # noqa: E731
-            fit_grid_projections(self.project_in, self.project_out, flat, quantize, scale=s)
-        self.initialized.fill_(True)
 
     def extra_repr(self) -> str:
         return (
