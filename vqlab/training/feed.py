@@ -39,7 +39,7 @@ class BatchSampler:
 
 
 def init_codebook(
-    model: VQAutoencoder, data: Dataset, config: RunConfig, device, d: Dist | None = None
+    model: VQAutoencoder, data: Dataset, config: RunConfig, device, dist: Dist | None = None
 ) -> dict:
     """k-means (or another ``vq.init``) on a seeded sample of the current encoder's outputs.
 
@@ -47,16 +47,18 @@ def init_codebook(
     random samples are encoded to cover it (all of them if the set is small), then exactly that
     many vectors are drawn, so both strategies cluster samples of the same size.
 
-    Under DDP (``d``) each rank encodes its slice of the sample, the slices are gathered, rank 0
+    Under DDP (``dist``) each rank encodes its slice of the sample, the slices are gathered, rank 0
     clusters the whole sample and every rank receives its quantizer state: one codebook.
     """
-    d = d or Dist(0, 1, 0, torch.device(device))
+    dist = dist or Dist(0, 1, 0, torch.device(device))
     gen = torch.Generator().manual_seed(config.seed + 17)
     n_data = data.train_x.shape[0]
     positions = encode_all(model, data.train_x[:1], device).shape[0]
     need = min(-(-config.vq.init_samples // positions), n_data)  # ceil division
     rows = torch.randperm(n_data, generator=gen)[:need]
-    z = gather_rows(encode_all(model, data.train_x[shard(rows, d)], device), d)  # (need*pos, D)
+    z = gather_rows(
+        encode_all(model, data.train_x[shard(rows, dist)], device), dist
+    )  # (need*pos, D)
     if not bool(is_finite(z)):
         raise NonFiniteError("encoder output in the codebook-init sample")
     if z.shape[0] > config.vq.init_samples:
@@ -66,16 +68,16 @@ def init_codebook(
     q = model.quantizer
     if vq.kind == "multiscale" and vq.ms_init != "finest":
         # the latents of the encoded images themselves: the sample is drawn across scales
-        z_e = gather_rows(encode_latents(model, data.train_x[shard(rows, d)], device), d)
+        z_e = gather_rows(encode_latents(model, data.train_x[shard(rows, dist)], device), dist)
         how, seed = vq.ms_init, config.seed
 
         def init() -> None:
             q.init_from_latents(z_e, how=how, method=vq.init, iters=vq.kmeans_iters, seed=seed)
 
-        on_main(init, d)
-        broadcast_module(q, d)
+        on_main(init, dist)
+        broadcast_module(q, dist)
         return {"init_samples": int(z_e.shape[0] * positions), "init_method": f"{vq.init} ({how})"}
     init = q.init_from_data
-    on_main(lambda: init(z, method=vq.init, iters=vq.kmeans_iters, seed=config.seed), d)
-    broadcast_module(model.quantizer, d)
+    on_main(lambda: init(z, method=vq.init, iters=vq.kmeans_iters, seed=config.seed), dist)
+    broadcast_module(model.quantizer, dist)
     return {"init_samples": int(z.shape[0]), "init_method": config.vq.init}
