@@ -96,3 +96,95 @@ def test_each_multiscale_init_sample_fills_the_codebook(folder, tmp_path, how):
     assert init["init_method"] == ("kmeans" if how == "finest" else f"kmeans ({how})")
     codebook = Tokenizer.from_pretrained(tmp_path / "r").model.quantizer.codebook
     assert torch.isfinite(codebook).all() and torch.unique(codebook, dim=0).shape[0] == 8
+
+
+VAR_PRIOR = [
+    "task=prior",
+    "data.name=tokens",
+    "prior.kind=var",
+    "prior.depth=1",
+    "prior.width=32",
+    "prior.heads=2",
+    "train.batch_size=4",
+    "train.log_every=2",
+    "train.eval_every=4",
+]
+
+
+def test_var_prior_over_a_multiscale_tokenizer_trains_resumes_and_samples(
+    folder, tmp_path, monkeypatch
+):
+    from vqlab.training import engine
+    from vqlab.training.logging import read_metrics
+
+    sets = [*TINY_TOKENIZER, f"data.path={folder}", "vq.kind=multiscale", "vq.scales=1,2,4"]
+    train(load_config(None, sets), tmp_path / "tok", progress=False)
+    tokens = tmp_path / "tokens.npz"
+    assert (
+        main(
+            [
+                "tokenize",
+                str(tmp_path / "tok"),
+                "--data",
+                str(folder),
+                "--out",
+                str(tokens),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    prior = [*VAR_PRIOR, f"data.path={tokens}", "train.steps=8", "train.checkpoint_every=4"]
+    whole = train(load_config(None, prior), tmp_path / "whole", progress=False)
+    assert {"val_loss", "val_accuracy", "val_perplexity"} <= set(whole)
+    assert "accuracy" in read_metrics(tmp_path / "whole")[0]
+    real = engine._step
+
+    def dying(run, step):
+        if step == 6:
+            raise RuntimeError("crash")
+        return real(run, step)
+
+    monkeypatch.setattr(engine, "_step", dying)
+    with pytest.raises(RuntimeError):
+        train(load_config(None, prior), tmp_path / "cut", progress=False)
+    monkeypatch.setattr(engine, "_step", real)
+    again = engine.resume(tmp_path / "cut", progress=False)
+    whole.pop("seconds"), again.pop("seconds")
+    assert again == whole
+    out = tmp_path / "s"
+    argv = ["sample", str(tmp_path / "whole"), "--n", "4", "--out", str(out), "--quiet"]
+    assert main([*argv, "--set", "sample.top_k=3", "--set", "sample.cfg=1.0"]) == 0
+    ids = np.load(out / "samples.npz")["ids"]
+    assert ids.shape == (4, 21) and ids.min() >= 0 and ids.max() < 8
+    assert np.load(out / "images.npz")["images"].shape == (4, 16, 16, 3)
+
+
+def test_var_prior_needs_a_multiscale_tokenizer(folder, tmp_path):
+    train(
+        load_config(None, [*TINY_TOKENIZER, f"data.path={folder}"]),
+        tmp_path / "tok",
+        progress=False,
+    )
+    tokens = tmp_path / "tokens.npz"
+    assert (
+        main(
+            [
+                "tokenize",
+                str(tmp_path / "tok"),
+                "--data",
+                str(folder),
+                "--out",
+                str(tokens),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    with pytest.raises(ValueError, match="needs a multi-scale tokenizer"):
+        train(
+            load_config(None, [*VAR_PRIOR, f"data.path={tokens}", "train.steps=2"]),
+            tmp_path / "p",
+            progress=False,
+        )
+    assert not (tmp_path / "p").exists()

@@ -9,7 +9,7 @@ from vqlab.config.checks import check_choice, check_positive
 from vqlab.errors import ConfigError
 
 GAN_LOSSES = ("hinge", "non_saturating")
-PRIOR_KINDS = ("maskgit",)
+PRIOR_KINDS = ("maskgit", "var")
 
 
 @dataclass(frozen=True)
@@ -56,6 +56,9 @@ class LossConfig:
 class PriorConfig:
     """A generative prior over token ids (``task=prior``, ``data.name=tokens``).
 
+    ``kind=var``: VAR's block-causal next-scale transformer over a multi-scale tokenizer's ids
+    (teacher-forced with the tokenizer's running reconstruction; cross-entropy over all
+    positions, ``label_smoothing`` and ``class_dropout`` as below, the masking keys unused).
     ``kind=maskgit``: a bidirectional transformer (``depth`` pre-LN blocks of ``width``, ``heads``
     heads, ``dropout``) trained to predict masked tokens; ``mask_schedule`` gamma(r)
     (``cosine``, ``arccos``, ``linear``), cross-entropy with ``label_smoothing`` on the masked
@@ -99,7 +102,9 @@ class PriorConfig:
 class SampleConfig:
     """MaskGIT decoding (``vqlab sample``): ``steps`` T, ``temperature`` of the token draw,
     ``choice_temperature`` of the Gumbel noise on the confidences (annealed to 0 over the
-    steps), ``cfg`` the classifier-free guidance scale (0 = off), ``batch_size``, ``seed``."""
+    steps), ``cfg`` the classifier-free guidance scale (0 = off), ``batch_size``, ``seed``.
+    VAR (``prior.kind=var``) samples scale by scale with ``temperature``, ``cfg`` (ramped from
+    0 at the first scale to ``cfg`` at the last), ``top_k`` and ``top_p`` (0 = off)."""
 
     steps: int = 8
     temperature: float = 1.0
@@ -107,9 +112,14 @@ class SampleConfig:
     cfg: float = 0.0
     batch_size: int = 256
     seed: int = 0
+    top_k: int = 0
+    top_p: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "temperature"):
             check_positive("sample", name, getattr(self, name))
+        check_positive("sample", "top_k", self.top_k, strict=False)
+        if not 0.0 <= self.top_p <= 1.0:
+            raise ConfigError(f"sample.top_p must lie in [0, 1] (0 = off); got {self.top_p}")
         for name in ("choice_temperature", "cfg"):
             check_positive("sample", name, getattr(self, name), strict=False)

@@ -1,11 +1,22 @@
-"""Generative priors over tokenizer ids: the token file, MaskGIT, its schedules and sampler."""
+"""Generative priors over tokenizer ids: the token file, MaskGIT (schedules, iterative
+decoding) and VAR (next-scale prediction, KV-cached sampling)."""
 
 from vqlab.priors.maskgit import MaskGIT, MaskGITLoss, evaluate_prior, maskgit_loss
 from vqlab.priors.sampling import maskgit_sample
 from vqlab.priors.schedules import SCHEDULES, gamma, get_schedule, mask_count
 from vqlab.priors.tokens import TokenData, TokenFileError, load_tokens, save_tokens
+from vqlab.priors.var import VAR, VARLoss, block_causal_mask, evaluate_var, var_loss
+from vqlab.priors.var_sampling import filter_logits, var_logits_stepwise, var_sample
 
 __all__ = [
+    "VAR",
+    "VARLoss",
+    "block_causal_mask",
+    "evaluate_var",
+    "filter_logits",
+    "var_logits_stepwise",
+    "var_loss",
+    "var_sample",
     "SCHEDULES",
     "MaskGIT",
     "MaskGITLoss",

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -20,18 +20,25 @@ from safetensors.torch import load_file
 
 from vqlab.config import RunConfig, load_config
 from vqlab.errors import ConfigError
-from vqlab.priors.maskgit import MaskGIT
 from vqlab.priors.sampling import maskgit_sample
 from vqlab.priors.tokens import TokenData, load_tokens
 
 PNG_COUNT = 8
 
 
-def load_prior(
-    run: str | Path, device: str | torch.device = "cpu"
-) -> tuple[MaskGIT, RunConfig, TokenData]:
-    """A prior run folder -> (model in eval mode, config, its token file)."""
-    from vqlab.training.tasks.prior import build_prior
+class Prior(NamedTuple):
+    """A trained prior: the model (MaskGIT or VAR, eval mode), its config, its token file, and
+    for VAR the tokenizer's frozen quantizer that builds its inputs (None for MaskGIT)."""
+
+    model: torch.nn.Module
+    config: RunConfig
+    tokens: TokenData
+    quantizer: torch.nn.Module | None
+
+
+def load_prior(run: str | Path, device: str | torch.device = "cpu") -> Prior:
+    """A prior run folder -> :class:`Prior`."""
+    from vqlab.training.tasks.prior import build_prior, load_quantizer
 
     run = Path(run)
     weights = run / "checkpoint" / "model.safetensors"
@@ -41,9 +48,10 @@ def load_prior(
     if config.task != "prior":
         raise ConfigError(f"{run} trained task={config.task}, not a prior")
     tokens = load_tokens(config.data.path)
-    model = build_prior(config, tokens)
+    quantizer = load_quantizer(tokens, device) if config.prior.kind == "var" else None
+    model = build_prior(config, tokens, quantizer)
     model.load_state_dict(load_file(str(weights)))
-    return model.to(device).eval(), config, tokens
+    return Prior(model.to(device).eval(), config, tokens, quantizer)
 
 
 def parse_labels(spec: str, n: int, num_classes: int) -> np.ndarray | None:
@@ -79,7 +87,7 @@ def sample_run(
     settings and file list. ``overrides``: ``sample.*`` keys (``sample.steps=12``)."""
     if n < 1:
         raise ConfigError(f"--n must be >= 1; got {n}")
-    model, config, tokens = load_prior(run, device)
+    model, config, tokens, quantizer = load_prior(run, device)
     bad = [o for o in overrides or [] if not o.split("=", 1)[0].strip().startswith("sample.")]
     if bad:
         raise ConfigError(f"vqlab sample takes only sample.* settings; got {bad[0]!r}")
@@ -88,19 +96,22 @@ def sample_run(
     sc = dataclasses.replace(config.sample, **{k: getattr(given, k) for k in keys})
     lab = parse_labels(labels, n, tokens.num_classes)
     gen = torch.Generator().manual_seed(sc.seed)
-    ids = maskgit_sample(
-        model,
-        n,
-        labels=None if lab is None else torch.as_tensor(lab, device=device),
-        steps=sc.steps,
-        temperature=sc.temperature,
-        choice_temperature=sc.choice_temperature,
-        cfg=sc.cfg,
-        schedule=config.prior.mask_schedule,
-        generator=gen,
-        batch_size=sc.batch_size,
-        progress=progress,
-    ).cpu()
+    given = None if lab is None else torch.as_tensor(lab, device=device)
+    common = {"labels": given, "temperature": sc.temperature, "cfg": sc.cfg, "generator": gen}
+    common.update(batch_size=sc.batch_size, progress=progress)
+    if config.prior.kind == "var":
+        from vqlab.priors.var_sampling import var_sample
+
+        ids = var_sample(model, quantizer, n, top_k=sc.top_k, top_p=sc.top_p, **common).cpu()
+    else:
+        ids = maskgit_sample(
+            model,
+            n,
+            steps=sc.steps,
+            choice_temperature=sc.choice_temperature,
+            schedule=config.prior.mask_schedule,
+            **common,
+        ).cpu()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     labels_arr = np.full(n, -1, np.int64) if lab is None else lab

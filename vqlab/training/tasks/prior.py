@@ -1,4 +1,5 @@
-"""The prior task (``task=prior``): a generative prior over a token file's ids (MaskGIT).
+"""The prior task (``task=prior``): a generative prior over a token file's ids (MaskGIT, or
+VAR over a multi-scale tokenizer's ids, whose frozen quantizer builds VAR's inputs).
 
 Data is a token file (``data.name=tokens``, ``data.path``) as ``vqlab tokenize`` writes it, or any
 file with the same keys. One step masks a random share of each sequence (``prior.mask_schedule``)
@@ -8,7 +9,8 @@ AdamW (β = (0.9, 0.96), as MaskGIT) and ``train.lr`` under ``train.warmup_steps
 which every checkpoint saves, so a resumed prior equals an uninterrupted one.
 
 The summary holds ``val_loss``, ``val_masked_accuracy`` and ``val_perplexity`` over the masked
-positions of the test ids, at ``prior.eval_mask_ratio`` and a fixed seed.
+positions of the test ids, at ``prior.eval_mask_ratio`` and a fixed seed (VAR: ``val_loss``,
+``val_accuracy``, ``val_perplexity`` over every position, teacher-forced).
 """
 
 from __future__ import annotations
@@ -30,18 +32,40 @@ from vqlab.training.schedule import Schedule
 from vqlab.training.tasks.base import StepLosses
 
 
-def build_prior(config: RunConfig, tokens: TokenData) -> MaskGIT:
-    """The prior of ``prior.*`` for the token file's K, L and classes."""
+def load_quantizer(tokens: TokenData, device: torch.device | str = "cpu") -> nn.Module:
+    """The frozen quantizer of the multi-scale tokenizer a VAR token file names."""
+    from pathlib import Path
+
+    from vqlab.errors import ConfigError
+    from vqlab.tokenizer import Tokenizer
+
+    if not tokens.tokenizer or not Path(tokens.tokenizer).exists():
+        raise ConfigError(
+            f"prior.kind=var builds its inputs with the tokenizer; the token file names "
+            f"{tokens.tokenizer!r}, which does not exist"
+        )
+    quantizer = Tokenizer.from_pretrained(tokens.tokenizer, device).model.quantizer
+    if not hasattr(quantizer, "split_indices"):
+        raise ConfigError(
+            f"prior.kind=var needs a multi-scale tokenizer (vq.kind=multiscale); "
+            f"{tokens.tokenizer} has one grid: use prior.kind=maskgit"
+        )
+    return quantizer.eval().requires_grad_(False)
+
+
+def build_prior(
+    config: RunConfig, tokens: TokenData, quantizer: nn.Module | None = None
+) -> nn.Module:
+    """The prior of ``prior.*`` for the token file's K, L (scales) and classes."""
     pc = config.prior
-    return MaskGIT(
-        tokens.codebook_size,
-        tokens.seq_len,
-        tokens.num_classes,
-        depth=pc.depth,
-        width=pc.width,
-        heads=pc.heads,
-        dropout=pc.dropout,
-    )
+    size = {"depth": pc.depth, "width": pc.width, "heads": pc.heads, "dropout": pc.dropout}
+    if pc.kind == "maskgit":
+        return MaskGIT(tokens.codebook_size, tokens.seq_len, tokens.num_classes, **size)
+    if pc.kind == "var":
+        from vqlab.priors.var import VAR
+
+        return VAR(tokens.codebook_size, tokens.scales, quantizer.dim, tokens.num_classes, **size)
+    raise ValueError(f"prior.kind={pc.kind!r} is not available")
 
 
 class PriorTask:
@@ -53,7 +77,9 @@ class PriorTask:
         self.config, self.dist = config, dist
         tc = config.train
         self.tokens = load_tokens(config.data.path)
-        self.model = build_prior(config, self.tokens).to(dist.device)
+        self.var = config.prior.kind == "var"
+        self.quantizer = load_quantizer(self.tokens, dist.device) if self.var else None
+        self.model = build_prior(config, self.tokens, self.quantizer).to(dist.device)
         self.input_shape = (self.tokens.seq_len,)
         n = self.tokens.train_ids.shape[0]
         self.sampler = BatchSampler(n, tc.batch_size, config.seed)
@@ -75,7 +101,7 @@ class PriorTask:
 
     def describe(self) -> str:
         t = self.tokens
-        return f"maskgit K={t.codebook_size} L={t.seq_len}"
+        return f"{self.config.prior.kind} K={t.codebook_size} L={t.seq_len}"
 
     def phase(self, step: int) -> str:
         return "train"
@@ -88,26 +114,40 @@ class PriorTask:
         rows = shard(self.sampler.next(), self.dist)
         ids = self.train_ids[rows].to(self.dist.device)
         labels = self.train_labels[rows].to(self.dist.device)
-        out = maskgit_loss(
-            self.model,
-            ids,
-            labels if self.tokens.num_classes else None,
-            schedule=pc.mask_schedule,
-            label_smoothing=pc.label_smoothing,
-            loss_on_all=pc.loss_on_all,
-            class_dropout=pc.class_dropout,
-        )
+        labels = labels if self.tokens.num_classes else None
+        if self.var:
+            from vqlab.priors.var import var_loss
+
+            out = var_loss(
+                self.model,
+                self.quantizer,
+                ids,
+                labels,
+                label_smoothing=pc.label_smoothing,
+                class_dropout=pc.class_dropout,
+            )
+            terms = {"loss": out.loss, "accuracy": out.accuracy}
+        else:
+            out = maskgit_loss(
+                self.model,
+                ids,
+                labels,
+                schedule=pc.mask_schedule,
+                label_smoothing=pc.label_smoothing,
+                loss_on_all=pc.loss_on_all,
+                class_dropout=pc.class_dropout,
+            )
+            terms = {
+                "loss": out.loss,
+                "masked_accuracy": out.masked_accuracy,
+                "mask_ratio": torch.as_tensor(out.mask_ratio),
+            }
         self.optimizers["model"].zero_grad(set_to_none=True)
         out.loss.backward()
         if self.dist.enabled:  # data parallel by hand: the mean gradient of the global batch
             for p in self.model.parameters():
                 if p.grad is not None:
                     p.grad.copy_(sum_over_ranks(p.grad, self.dist) / self.dist.world)
-        terms = {
-            "loss": out.loss,
-            "masked_accuracy": out.masked_accuracy,
-            "mask_ratio": torch.as_tensor(out.mask_ratio),
-        }
         return StepLosses(terms, {})
 
     def save_volatile(self) -> None:
@@ -122,6 +162,12 @@ class PriorTask:
     def evaluate(self, step: int, *, final: bool) -> dict[str, Any]:
         t = self.tokens
         labels = torch.as_tensor(t.test_labels) if t.num_classes else None
+        if self.var:
+            from vqlab.priors.var import evaluate_var
+
+            ids = torch.as_tensor(t.test_ids, dtype=torch.long).to(self.dist.device)
+            labels = None if labels is None else labels.to(self.dist.device)
+            return evaluate_var(self.model, self.quantizer, ids, labels)
         return evaluate_prior(
             self.model,
             torch.as_tensor(t.test_ids, dtype=torch.long).to(self.dist.device),
