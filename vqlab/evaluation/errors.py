@@ -1,0 +1,7 @@
+"""The evaluation package's error for a bad or mismatching feature net (exit code 2 in the CLI)."""
+
+from __future__ import annotations
+
+
+class FeatNetError(ValueError):
+    """A feature net folder that is missing, corrupt or does not fit the images (one line)."""
