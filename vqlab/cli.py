@@ -18,7 +18,11 @@ import typer
 
 from vqlab.config import ConfigError, load_config
 from vqlab.data.errors import DataError
+from vqlab.evaluation.errors import FeatNetError
+from vqlab.experiments.replications import EXPERIMENTS
+from vqlab.priors.tokens import TokenFileError
 from vqlab.quantizers.peer import MissingDependency
+from vqlab.tokenizer import TokenizerError
 from vqlab.training.checkpoint import CheckpointError
 from vqlab.training.logging import RunFolderError
 
@@ -38,8 +42,10 @@ USER_ERRORS = (
     FileNotFoundError,
     NotADirectoryError,
     MissingDependency,
+    FeatNetError,
+    TokenizerError,
+    TokenFileError,
 )
-REPLICATIONS = ("synthetic", "cifar10", "capacity", "init", "recipes")
 
 
 class UsageError(ValueError):
@@ -89,8 +95,8 @@ def train(
     ] = 1,
 ) -> None:
     """Train one run; writes config.yaml, metrics.jsonl, summary.json, checkpoint/ under --out."""
-    from vqlab.training.loop import resume as resume_run
-    from vqlab.training.loop import train as train_run
+    from vqlab.training.engine import resume as resume_run
+    from vqlab.training.engine import train as train_run
 
     if resume is not None and (config or set_ or out or overwrite):
         raise UsageError(
@@ -160,9 +166,7 @@ def sweep(
 ) -> None:
     """Run every combination of --grid; skips finished runs, records failures (results.csv)."""
     from vqlab.config import read_config_file
-    from vqlab.experiments.plots import plot_vs_codebook_size
-    from vqlab.experiments.report import markdown_table, provenance
-    from vqlab.experiments.sweep import expand, parse_grid, run_sweep
+    from vqlab.experiments.sweep import expand, parse_grid, run_sweep, write_sweep_report
 
     load_config(config, set_ or [])  # validate the base before expanding
     base = read_config_file(config) if config else {}
@@ -173,38 +177,14 @@ def sweep(
     runs = expand(base, set_ or [], parsed)
     t0 = time.perf_counter()
     rows = run_sweep(runs, out, jobs=_jobs(jobs), progress=not quiet, command=_command())
-    out.mkdir(parents=True, exist_ok=True)
-    figure = ""
-    if any("codebook_size" in r for r in rows):
-        (out / "plots").mkdir(exist_ok=True)
-        plot_vs_codebook_size(
-            rows, ["perplexity", "usage", "recon_mse"], out / "plots" / "vs_codebook_size.png"
-        )
-        figure = "\n![metrics against codebook size](plots/vs_codebook_size.png)\n"
-    cols = [
-        "run",
-        "status",
-        *parsed,
-        "perplexity",
-        "usage",
-        "codebook_mean_l2",
-        "coverage_ratio",
-        "recon_mse",
-        "error",
-    ]
-    (out / "report.md").write_text(
-        f"# Sweep\n\n{markdown_table(rows, cols)}\n{figure}\n## How this was made\n\n"
-        f"{provenance(_command(), time.perf_counter() - t0)}\n"
-    )
+    write_sweep_report(out, rows, list(parsed), _command(), time.perf_counter() - t0)
     failed = sum(r.get("status") == "failed" for r in rows)
     typer.echo(f"{len(rows)} runs ({failed} failed); results in {out / 'results.csv'}")
 
 
 @app.command()
 def replicate(
-    name: Annotated[
-        str, typer.Argument(help="Experiment: synthetic, cifar10, capacity, init, recipes.")
-    ],
+    name: Annotated[str, typer.Argument(help=f"Experiment: {', '.join(EXPERIMENTS)}.")],
     out: OutOpt,
     data: Annotated[Path | None, typer.Option(help="Dataset path (image experiments).")] = None,
     preset: Annotated[str, typer.Option(help="cpu or gpu sizing.")] = "cpu",
@@ -214,8 +194,8 @@ def replicate(
     """Reproduce a paper experiment into --out (report.md, results.csv, plots/)."""
     from vqlab.experiments.replications import replicate as run_replication
 
-    if name not in REPLICATIONS:
-        raise UsageError(f"unknown experiment {name!r}; choose one of {list(REPLICATIONS)}")
+    if name not in EXPERIMENTS:
+        raise UsageError(f"unknown experiment {name!r}; choose one of {list(EXPERIMENTS)}")
     if preset not in ("cpu", "gpu"):
         raise UsageError(f"unknown preset {preset!r}; choose one of ['cpu', 'gpu']")
     run_replication(
@@ -241,6 +221,125 @@ def diagnose(
 
     metrics = diagnose_run(run, out, data_path=data, command=_command())
     typer.echo(json.dumps(metrics))
+
+
+@app.command()
+def tokenize(
+    run: Annotated[Path, typer.Argument(help="A tokenizer: run folder or save_pretrained folder.")],
+    data: Annotated[Path, typer.Option(help="The dataset to encode (folder, zip or batches).")],
+    out: Annotated[Path, typer.Option("--out", help="The token file to write (.npz).")],
+    data_name: Annotated[
+        str | None, typer.Option(help="Dataset kind; default: the tokenizer's data.name.")
+    ] = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Encode a dataset's train and test splits to token ids (train_ids, test_ids, ... in .npz)."""
+    from vqlab.tokenizer import Tokenizer, tokenize_dataset
+
+    tok = Tokenizer.from_pretrained(run)
+    typer.echo(
+        json.dumps(tokenize_dataset(tok, data, out, data_name=data_name, progress=not quiet))
+    )
+
+
+@app.command()
+def sample(
+    run: Annotated[Path, typer.Argument(help="A trained prior's run folder (task=prior).")],
+    n: Annotated[int, typer.Option("--n", help="Number of samples.")],
+    out: OutOpt,
+    labels: Annotated[
+        str, typer.Option(help="uniform (classes in turn), none, or a class number.")
+    ] = "uniform",
+    set_: SetOpt = None,
+    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    quiet: QuietOpt = False,
+) -> None:
+    """Sample token ids from a prior (samples.npz); with its tokenizer also images.npz, grid.png."""
+    from vqlab.priors.run import sample_run
+
+    info = sample_run(
+        run, n, out, labels=labels, overrides=set_ or [], device=device, progress=not quiet
+    )
+    typer.echo(json.dumps({k: info[k] for k in ("n", "steps", "cfg", "files")}))
+
+
+@app.command()
+def evaluate(
+    run: Annotated[Path, typer.Argument(help="A tokenizer: run folder or save_pretrained folder.")],
+    data: Annotated[Path, typer.Option(help="The dataset whose test split is scored.")],
+    featnet: Annotated[Path, typer.Option(help="Feature net folder (vqlab featnet train).")],
+    out: OutOpt,
+    limit: Annotated[int, typer.Option(help="Score a fixed subset of N test images; 0 = all.")] = 0,
+    lpips: Annotated[
+        bool, typer.Option(help="Also real LPIPS (needs lpips and its weights).")
+    ] = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """A tokenizer's r-FD/r-KD (featnet), PSNR, SSIM, MSE and collapse verdict: eval.json."""
+    from vqlab.evaluation.tokenizer import evaluate_tokenizer
+
+    if limit < 0:
+        raise UsageError(f"--limit must be >= 0; got {limit}")
+    metrics = evaluate_tokenizer(
+        run, data, featnet, out, limit=limit, lpips=lpips, command=_command(), progress=not quiet
+    )
+    typer.echo("\n".join(metrics["verdict"][:2]))
+    typer.echo(f"eval.json: {out / 'eval.json'}")
+
+
+featnet_app = typer.Typer(
+    no_args_is_help=True, help="The feature net that scores image sets (FD, KD, accuracy)."
+)
+app.add_typer(featnet_app, name="featnet")
+
+
+@featnet_app.command("train")
+def featnet_train(
+    data: Annotated[Path, typer.Option(help="Labelled images (class sub-folders).")],
+    out: OutOpt,
+    data_name: Annotated[
+        str, typer.Option(help="data.name: cifar10, image_folder or idx.")
+    ] = "cifar10",
+    arch: Annotated[str, typer.Option(help="resnet (scores runs) or vgg (perceptual loss).")] = (
+        "resnet"
+    ),
+    seed: Annotated[
+        int, typer.Option(help="Seed of the init, the batches and the augmentation.")
+    ] = 0,
+    steps: Annotated[
+        int | None, typer.Option(help="Training steps; default: the arch's CIFAR-10 budget.")
+    ] = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Train a feature net on --data; writes featnet.safetensors and featnet.json under --out."""
+    from vqlab.evaluation.featnet import train_featnet
+
+    info = train_featnet(
+        data_name, data, out, arch=arch, seed=seed, steps=steps, progress=not quiet
+    )
+    keys = ("test_accuracy", "steps", "seconds", "sha256")
+    typer.echo(json.dumps({k: info[k] for k in keys}))
+
+
+@app.command("fd")
+def fd(
+    real: Annotated[Path, typer.Argument(help="Real images: a folder, a zip or an .npz.")],
+    fake: Annotated[Path, typer.Argument(help="Generated images: a folder, a zip or an .npz.")],
+    featnet: Annotated[Path, typer.Option(help="Feature net folder (vqlab featnet train).")],
+    inception: Annotated[
+        Path | None,
+        typer.Option(help="pt_inception-2015-12-05-6726825d.pth: add real Inception FID/KID."),
+    ] = None,
+    batch_size: Annotated[int, typer.Option(help="Images per feature batch.")] = 256,
+    quiet: QuietOpt = False,
+) -> None:
+    """FD and KD of FAKE against REAL in a feature net's space; prints one JSON line."""
+    from vqlab.evaluation.frechet import fd_kd_paths
+
+    result = fd_kd_paths(
+        real, fake, featnet, inception=inception, batch_size=batch_size, progress=not quiet
+    )
+    typer.echo(json.dumps(result))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -25,11 +25,16 @@ from vqlab.experiments.markdown import markdown_table, provenance
 from vqlab.experiments.results import write_results
 from vqlab.experiments.sweep import RUNS_DIR, expand, run_sweep
 
-# the cpu preset: the cifar10 replication's cpu model and budget, the losses of the papers'
-# tokenizer table, ~1 hour on 2 CPU cores for the 8 runs (plus the two feature nets)
+# the cpu preset: the cifar10 replication's cpu model at half its step budget, the losses of
+# the papers' tokenizer table, ~1 hour on 2 CPU cores for the 8 runs (plus the feature nets)
 TOKENIZER_PRESETS: dict[str, dict[str, Any]] = {
     "cpu": {
         **{k: v for k, v in CIFAR_PRESETS["cpu"].items() if k != "sizes"},
+        # half the cifar10 preset's budget: the perceptual net's forward and backward about
+        # doubles a step's cost, and the 8 runs must fit about an hour on 2 cores
+        "train.steps": 500,
+        "train.pretrain_steps": 250,
+        "train.eval_every": 125,
         "loss.perceptual": 0.1,  # MaskGIT's official tokenizer weight; vqlab's choice here
         "sizes": [1024, 4096, 16384],
         "gan_size": 4096,

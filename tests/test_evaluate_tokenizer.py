@@ -1,0 +1,176 @@
+"""vqlab evaluate (a tokenizer's eval.json) and vqlab replicate tokenizer at toy size."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from image_fixtures import TINY_TOKENIZER, image_folder
+
+from vqlab import Tokenizer, load_config, train
+from vqlab.cli import main
+from vqlab.evaluation.featnet import build_featnet, default_config, save_featnet
+from vqlab.evaluation.image_metrics import psnr
+from vqlab.experiments import replications, tokenizer
+from vqlab.experiments.results import read_results
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ev")
+    import os
+
+    os.environ["VQLAB_CACHE"] = str(root / "cache")
+    folder = image_folder(root / "images")
+    train(load_config(None, [*TINY_TOKENIZER, f"data.path={folder}"]), root / "run", progress=False)
+    torch.manual_seed(5)
+    save_featnet(build_featnet(default_config("resnet", 3, 2)), root / "featnet", {"note": "test"})
+    return root, folder
+
+
+def test_evaluate_writes_eval_json_with_quality_and_collapse(setup, capsys):
+    root, folder = setup
+    argv = [
+        "evaluate",
+        str(root / "run"),
+        "--data",
+        str(folder),
+        "--featnet",
+        str(root / "featnet"),
+    ]
+    assert main([*argv, "--out", str(root / "eval"), "--quiet"]) == 0
+    shown = capsys.readouterr().out
+    assert "Tokens collapse" in shown
+    m = json.loads((root / "eval" / "eval.json").read_text())
+    for key in ("r_fd", "r_kd", "floor_fd", "psnr", "ssim", "recon_mse", "perceptual_distance"):
+        assert isinstance(m[key], float), key
+    assert "lpips" not in m  # only where real LPIPS ran
+    assert m["r_fd"] >= 0 and m["n"] == 12 and m["featnet_sha256"]
+    assert m["tokens_collapse"] in (True, False) and m["perplexity"] >= 1
+    # psnr is that of the uint8 pictures of decode(encode(test images))
+    tok = Tokenizer.from_pretrained(root / "run")
+    from vqlab.data.dataset import load_dataset
+
+    data = load_dataset(tok.config.data, 0)
+    real = tok.to_uint8(data.test_x)
+    fake = tok.to_uint8(tok.decode(tok.encode(data.test_x)))
+    assert m["psnr"] == pytest.approx(psnr(real, fake))
+    report = (root / "eval" / "report.md").read_text()
+    assert "not FID" in report and m["featnet_sha256"][:12] in report
+    assert report.splitlines()[2].startswith("**Tokens collapse")
+
+
+def test_evaluate_refuses_a_folder_that_is_no_feature_net(setup, capsys):
+    root, folder = setup
+    argv = ["evaluate", str(root / "run"), "--data", str(folder), "--featnet", str(root)]
+    assert main([*argv, "--out", str(root / "e2")]) == 2
+    assert "not a feature net folder" in capsys.readouterr().err
+
+
+def test_replicate_tokenizer_at_toy_size(tmp_path, monkeypatch):
+    monkeypatch.setenv("VQLAB_CACHE", str(tmp_path / "cache"))
+    data = image_folder(tmp_path / "cifar", classes=("airplane", "automobile"))
+    toy = {
+        **{k: v for k, v in dict(TINY_TOKENIZER_VALUES).items()},
+        "loss.perceptual": 0.1,
+        "sizes": [4, 8],
+        "gan_size": 4,
+        "loss.gan": 0.1,
+        "loss.disc_layers": 1,
+        "featnet_steps": 3,
+        "percepnet_steps": 3,
+    }
+    monkeypatch.setitem(tokenizer.TOKENIZER_PRESETS, "cpu", toy)
+    out = tmp_path / "t"
+    rows = replications.replicate("tokenizer", out, data=data, progress=False, command="t")
+    assert len(rows) == 6 and {r["status"] for r in rows} == {"ok"}
+    table = read_results(out / "results.csv")
+    arms = {(r["arm"], r["strategy"], r["codebook_size"]) for r in table}
+    assert ("GAN", "deferred", 4) in arms and ("MSE+perceptual", "standard", 8) in arms
+    assert all(r["r_fd"] >= 0 and r["floor_fd"] >= 0 for r in table)
+    report = (out / "report.md").read_text()
+    assert "not FID" in report and "floor" in report
+    # the scoring net is never the perceptual one
+    assert (
+        json.loads((out / "featnet" / "featnet.json").read_text())["sha256"]
+        != json.loads((out / "percepnet" / "featnet.json").read_text())["sha256"]
+    )
+    assert (out / "plots" / "recon_K8_MSE_perceptual.png").is_file()
+    # a second call skips the finished runs and nets
+    again = replications.replicate("tokenizer", out, data=data, progress=False, command="t")
+    assert [r["seconds"] for r in again] == [r["seconds"] for r in rows]
+
+
+TINY_TOKENIZER_VALUES = [
+    ("model.width", 8),
+    ("model.latent_dim", 4),
+    ("train.batch_size", 4),
+    ("train.steps", 6),
+    ("train.pretrain_steps", 3),
+    ("train.eval_every", 3),
+    ("train.log_every", 3),
+    ("vq.init_samples", 64),
+    ("vq.kmeans_iters", 2),
+    ("data.test_limit", 0),
+]
+
+
+def test_replicate_generation_at_toy_size(tmp_path, monkeypatch):
+    from vqlab.experiments import generation
+
+    monkeypatch.setenv("VQLAB_CACHE", str(tmp_path / "cache"))
+    data = image_folder(tmp_path / "cifar", classes=("airplane", "automobile"))
+    toy_tok = {
+        **dict(TINY_TOKENIZER_VALUES),
+        "loss.perceptual": 0.1,
+        "sizes": [8],
+        "gan_size": 8,
+        "loss.gan": 0.1,
+        "loss.disc_layers": 1,
+        "featnet_steps": 3,
+        "percepnet_steps": 3,
+    }
+    monkeypatch.setitem(tokenizer.TOKENIZER_PRESETS, "cpu", toy_tok)
+    prior = {
+        "prior.depth": 1,
+        "prior.width": 32,
+        "prior.heads": 2,
+        "train.steps": 4,
+        "train.batch_size": 4,
+        "train.log_every": 2,
+        "train.eval_every": 2,
+    }
+    toy = {**generation.GENERATION_PRESETS["cpu"], "codebook_size": 8, "samples": 8}
+    monkeypatch.setitem(generation.GENERATION_PRESETS, "cpu", {**toy, "prior": prior})
+    out = tmp_path / "g"
+    rows = replications.replicate("generation", out, data=data, progress=False, command="t")
+    assert len(rows) == 4 and {r["status"] for r in rows} == {"ok"}
+    assert {(r["tokenizer"], r["seed"]) for r in rows} == {
+        (s, str(i)) for s in ("standard", "deferred") for i in (0, 1)
+    }
+    for r in rows:
+        assert r["g_fd"] >= 0 and r["pixel_distance"] > 0 and 0 <= r["class_consistency"] <= 1
+        assert 1 <= r["sample_perplexity"] <= 8 and r["r_fd"] >= 0
+    images = np.load(out / "samples" / rows[0]["run"] / "images.npz")["images"]
+    assert images.shape == (8, 16, 16, 3)
+    report = (out / "report.md").read_text()
+    assert "not FID" in report and "±" in report and "papers (ImageNet-100)" in report
+    # everything finished is skipped the second time
+    again = replications.replicate("generation", out, data=data, progress=False, command="t")
+    assert [r["g_fd"] for r in again] == [r["g_fd"] for r in rows]
+
+
+def test_gpu_presets_build_valid_configs_at_the_papers_scale(tmp_path):
+    from vqlab.experiments import generation
+
+    runs, base = tokenizer.tokenizer_runs(tmp_path, "gpu", tmp_path / "percepnet")
+    configs = [r[2] for r in runs]
+    assert {c.vq.codebook_size for c in configs} == {16384}
+    assert {c.data.image_size for c in configs} == {128} and configs[0].model.downsample == 8
+    assert sum(c.loss.gan > 0 for c in configs) == 2 and all(c.loss.perceptual > 0 for c in configs)
+    preset = generation.GENERATION_PRESETS["gpu"]
+    priors = generation.prior_runs(
+        {"standard": tmp_path / "s.npz", "deferred": tmp_path / "d.npz"}, preset
+    )
+    assert len(priors) == 4 and {p[2].task for p in priors} == {"prior"}
+    assert priors[0][2].prior.depth == 12 and priors[0][2].train.lr_schedule == "cosine"
