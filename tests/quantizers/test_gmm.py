@@ -62,7 +62,10 @@ def test_log_likelihood_never_decreases_and_means_find_the_clusters():
     x, true = blobs()
     fit = fit_gmm(x, 3, iters=15, seed=0)
     ll = fit.log_likelihood
-    assert all(b >= a - 1e-6 for a, b in zip(ll, ll[1:]))
+    # EM never lowers the likelihood; the mean log-likelihood of 600 rows summed in float32 is
+    # exact to about 1e-6 relative, so a converged fit may wobble by that much (measured: the
+    # greedy k-means++ init starts at the optimum, and step 1 reads 3.8e-6 lower, -3.3012449)
+    assert all(b >= a - 2e-6 * abs(a) for a, b in zip(ll, ll[1:]))
     # the clusters are > 6 std apart, so the maximum-likelihood means are the sample means
     dist = torch.cdist(true, fit.means)
     assert dist.min(1).values.max() < 1e-3
