@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from vqlab.quantizers.fsq import FSQ
 from vqlab.quantizers.interface import (
     QUANTIZERS,
     MultiLevelOutput,
@@ -9,7 +10,6 @@ from vqlab.quantizers.interface import (
     QuantizerOutput,
     build_quantizer,
 )
-from vqlab.quantizers.fsq import FSQ
 from vqlab.quantizers.lfq import LFQ
 from vqlab.quantizers.multiscale import MultiScaleQuantizer
 from vqlab.quantizers.vq import VectorQuantizer
