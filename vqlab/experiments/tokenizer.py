@@ -215,7 +215,30 @@ def _findings(rows: list[dict]) -> list[str]:
             f"{100 * s['usage']:.1f}% vs {100 * d['usage']:.1f}%; MSE {s['recon_mse']:.4f} vs "
             f"{d['recon_mse']:.4f}."
         )
+    lines += _gan_finding(by)
     return lines
+
+
+def _gan_finding(by: dict) -> list[str]:
+    """The papers' remark that a GAN loss can hide the shrinkage: does usage or perplexity
+    differ with and without it, at the GAN pair's K?"""
+    ks = {k for arm, k, _ in by if arm == "GAN"}
+    out = []
+    for k in sorted(ks):
+        pairs = [
+            (by.get(("GAN", k, s)), by.get(("MSE+perceptual", k, s)))
+            for s in ("standard", "deferred")
+        ]
+        if not all(g and m for g, m in pairs):
+            continue
+        parts = [
+            f"{s}: usage {100 * m['usage']:.1f}% -> {100 * g['usage']:.1f}%, perplexity "
+            f"{m['perplexity']:.0f} -> {g['perplexity']:.0f}, "
+            f"r-FD {m['r_fd']:.3f} -> {g['r_fd']:.3f}"
+            for s, (g, m) in zip(("standard", "deferred"), pairs)
+        ]
+        out.append(f"- With the GAN on at K={k} (without -> with): " + "; ".join(parts) + ".")
+    return out
 
 
 def _write_report(out, rows, base, preset, jobs, sha, command, seconds, data) -> None:
@@ -250,6 +273,10 @@ def _write_report(out, rows, base, preset, jobs, sha, command, seconds, data) ->
         "## How this was made",
         "",
         f"- preset: `{preset}`; runs trained {jobs} at a time",
+        f"- compute: {sum(float(r.get('seconds') or 0) for r in rows) / 60:.1f} min of training "
+        f"and {sum(float(r.get('eval_seconds') or 0) for r in rows) / 60:.1f} min of evaluation "
+        "summed over the runs (the wall time below is this invocation's; finished runs and "
+        "evaluations are reused, not redone)",
         "- settings: " + ", ".join(f"`{k}={v}`" for k, v in base.items()),
         provenance(command or "vqlab replicate tokenizer", seconds),
         "",
