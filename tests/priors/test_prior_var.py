@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from vqlab.priors.sampling import _sample_codes
+from vqlab.priors.sampling import sample_codes
 from vqlab.priors.var import VAR, block_causal_mask, evaluate_var, teacher_inputs, var_loss
 from vqlab.priors.var_sampling import cfg_weight, filter_logits, var_logits_stepwise, var_sample
 from vqlab.quantizers.multiscale import MultiScaleQuantizer
@@ -101,7 +101,7 @@ def _redraw(m, q, sampled, labels, *, cfg, top_k, top_p, temperature, generator)
     for k, s in enumerate(_scale_slices()):
         w = cfg * k / (len(SCALES) - 1)
         logits = (1 + w) * cond[:, s] - w * uncond[:, s] if cfg > 0 else cond[:, s]
-        out.append(_sample_codes(filter_logits(logits / temperature, top_k, top_p), 1.0, generator))
+        out.append(sample_codes(filter_logits(logits / temperature, top_k, top_p), 1.0, generator))
     return torch.cat([ids for ids, _ in out], dim=1)
 
 

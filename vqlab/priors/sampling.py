@@ -20,12 +20,12 @@ from vqlab.priors.maskgit import MaskGIT, uniform
 from vqlab.priors.schedules import gamma, get_schedule
 
 
-def _model_device(model: torch.nn.Module) -> torch.device:
+def model_device(model: torch.nn.Module) -> torch.device:
     p = next(model.parameters(), None)
     return p.device if p is not None else torch.device("cpu")
 
 
-def _sample_codes(
+def sample_codes(
     logits: torch.Tensor, temperature: float, generator: torch.Generator | None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """logits (B, L, K) -> sampled ids (B, L) long and their log-probabilities (B, L).
@@ -74,7 +74,7 @@ def _decode_batch(
     for t in range(steps):
         unknown = ids == mask_id  # (B, L)
         logits = _guided_logits(model, ids, labels, cfg)
-        sampled, logp = _sample_codes(logits, temperature, generator)
+        sampled, logp = sample_codes(logits, temperature, generator)
         filled = torch.where(unknown, sampled, ids)
         if bar is not None:
             bar.update(1)
@@ -99,6 +99,17 @@ def _open_uniform(shape, generator, device) -> torch.Tensor:
     return uniform(tuple(shape), generator=generator, device=device).clamp(eps, 1.0 - eps)
 
 
+def check_labels(model: torch.nn.Module, n: int, labels: torch.Tensor | None, cfg: float) -> None:
+    """The conditioning checks every sampler makes: (n,) labels for a model with classes, and
+    labels whenever guidance is on."""
+    if labels is not None and labels.shape != (n,):
+        raise ValueError(f"labels must have shape ({n},), got {tuple(labels.shape)}")
+    if labels is not None and model.num_classes == 0:
+        raise ValueError("labels given, but the model has no classes (num_classes=0)")
+    if cfg > 0 and labels is None:
+        raise ValueError("cfg > 0 needs labels (guidance is towards a class)")
+
+
 def _check_args(model, n, labels, init_ids, steps, temperature, cfg, schedule) -> None:
     get_schedule(schedule)  # an unknown name fails before any model call
     if steps < 1 or temperature <= 0 or cfg < 0 or n < 0:
@@ -106,12 +117,7 @@ def _check_args(model, n, labels, init_ids, steps, temperature, cfg, schedule) -
             f"need steps >= 1, temperature > 0, cfg >= 0, n >= 0; got steps={steps}, "
             f"temperature={temperature}, cfg={cfg}, n={n}"
         )
-    if labels is not None and labels.shape != (n,):
-        raise ValueError(f"labels must have shape ({n},), got {tuple(labels.shape)}")
-    if labels is not None and model.num_classes == 0:
-        raise ValueError("labels given, but the model has no classes (num_classes=0)")
-    if cfg > 0 and labels is None:
-        raise ValueError("cfg > 0 needs labels (guidance is towards a class)")
+    check_labels(model, n, labels, cfg)
     if init_ids is not None:
         if init_ids.shape != (n, model.seq_len):
             raise ValueError(f"init_ids must be ({n}, {model.seq_len}), got {init_ids.shape}")
@@ -146,7 +152,7 @@ def maskgit_sample(
     put in eval mode for the call and restored after.
     """
     _check_args(model, n, labels, init_ids, steps, temperature, cfg, schedule)
-    dev = _model_device(model)
+    dev = model_device(model)
     was_training = model.training
     model.eval()
     out = []

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from vqlab.priors.sampling import _model_device, _sample_codes
+from vqlab.priors.sampling import check_labels, model_device, sample_codes
 from vqlab.priors.var import VAR, KVCache, check_quantizer
 
 # scale k (0-based), its logits (B', p_k^2, K) -> its ids (B, p_k^2)
@@ -149,7 +149,7 @@ def _draw(
             cond, uncond = logits[:batch], logits[batch:]
             logits = (1.0 + w) * cond - w * uncond
         logits = filter_logits(logits / temperature, top_k, top_p)
-        return _sample_codes(logits, 1.0, generator)[0]  # (B, p^2)
+        return sample_codes(logits, 1.0, generator)[0]  # (B, p^2)
 
     return pick
 
@@ -161,12 +161,7 @@ def _check_args(model, quantizer, n, labels, cfg, top_k, top_p, temperature) -> 
             f"need n >= 0, cfg >= 0, top_k >= 0, top_p in [0, 1], temperature > 0; got n={n}, "
             f"cfg={cfg}, top_k={top_k}, top_p={top_p}, temperature={temperature}"
         )
-    if labels is not None and labels.shape != (n,):
-        raise ValueError(f"labels must have shape ({n},), got {tuple(labels.shape)}")
-    if labels is not None and model.num_classes == 0:
-        raise ValueError("labels given, but the model has no classes (num_classes=0)")
-    if cfg > 0 and labels is None:
-        raise ValueError("cfg > 0 needs labels (guidance is towards a class)")
+    check_labels(model, n, labels, cfg)
 
 
 @torch.no_grad()
@@ -196,7 +191,7 @@ def var_sample(
     (up to float rounding of the logits). The model is put in eval mode and restored after.
     """
     _check_args(model, quantizer, n, labels, cfg, top_k, top_p, temperature)
-    dev = _model_device(model)
+    dev = model_device(model)
     was_training = model.training
     model.eval()
     out: list[torch.Tensor] = []
