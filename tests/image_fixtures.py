@@ -42,3 +42,29 @@ def image_folder(
                 img = np.clip(rng.normal(level, 30, (size, size, 3)), 0, 255).astype(np.uint8)
                 Image.fromarray(img).save(folder / f"{i}.png")
     return root
+
+
+def crash_and_resume(monkeypatch, config, tmp_path: Path, crash_at: int) -> tuple[dict, dict]:
+    """Train ``config`` whole, and again with a crash at step ``crash_at`` then ``resume``;
+    returns both summaries without ``seconds`` (the metrics files are compared too)."""
+    import pytest
+
+    from vqlab.training import engine
+    from vqlab.training.logging import read_metrics
+
+    whole = engine.train(config, tmp_path / "whole", progress=False)
+    real = engine._step
+
+    def dying(run, step):
+        if step == crash_at:
+            raise RuntimeError("simulated crash")
+        return real(run, step)
+
+    monkeypatch.setattr(engine, "_step", dying)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        engine.train(config, tmp_path / "cut", progress=False)
+    monkeypatch.setattr(engine, "_step", real)
+    again = engine.resume(tmp_path / "cut", progress=False)
+    assert read_metrics(tmp_path / "cut") == read_metrics(tmp_path / "whole")
+    whole.pop("seconds"), again.pop("seconds")
+    return whole, again

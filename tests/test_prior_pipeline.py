@@ -5,12 +5,11 @@ import json
 
 import numpy as np
 import pytest
-from image_fixtures import TINY_TOKENIZER, image_folder
+from image_fixtures import TINY_TOKENIZER, crash_and_resume, image_folder
 
 from vqlab import load_config, train
 from vqlab.cli import main
 from vqlab.priors.tokens import save_tokens
-from vqlab.training import engine
 from vqlab.training.logging import read_metrics
 
 PRIOR = [
@@ -75,29 +74,10 @@ def test_a_prior_learns_fixed_grids_and_samples_follow_their_class(tmp_path):
 
 def test_a_resumed_prior_equals_an_uninterrupted_one(tmp_path, monkeypatch):
     grids_file(tmp_path / "tokens.npz")
-    sets = [
-        *PRIOR,
-        f"data.path={tmp_path / 'tokens.npz'}",
-        "train.steps=40",
-        "train.checkpoint_every=20",
-        "train.log_every=5",
-    ]
-    whole = train(load_config(None, sets), tmp_path / "whole", progress=False)
-    real = engine._step
-
-    def dying(run, step):
-        if step == 30:
-            raise RuntimeError("crash")
-        return real(run, step)
-
-    monkeypatch.setattr(engine, "_step", dying)
-    with pytest.raises(RuntimeError):
-        train(load_config(None, sets), tmp_path / "cut", progress=False)
-    monkeypatch.setattr(engine, "_step", real)
-    again = engine.resume(tmp_path / "cut", progress=False)
-    whole.pop("seconds"), again.pop("seconds")
+    sets = [*PRIOR, f"data.path={tmp_path / 'tokens.npz'}", "train.steps=40"]
+    sets += ["train.checkpoint_every=20", "train.log_every=5"]
+    whole, again = crash_and_resume(monkeypatch, load_config(None, sets), tmp_path, 30)
     assert again == whole
-    assert read_metrics(tmp_path / "cut") == read_metrics(tmp_path / "whole")
 
 
 def test_the_whole_pipeline_decodes_samples_to_images(tmp_path, monkeypatch, capsys):

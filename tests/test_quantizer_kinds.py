@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import torch
-from image_fixtures import TINY_TOKENIZER, image_folder
+from image_fixtures import TINY_TOKENIZER, crash_and_resume, image_folder
 
 from vqlab import Tokenizer, load_config, train
 from vqlab.cli import main
@@ -114,7 +114,6 @@ VAR_PRIOR = [
 def test_var_prior_over_a_multiscale_tokenizer_trains_resumes_and_samples(
     folder, tmp_path, monkeypatch
 ):
-    from vqlab.training import engine
     from vqlab.training.logging import read_metrics
 
     sets = [*TINY_TOKENIZER, f"data.path={folder}", "vq.kind=multiscale", "vq.scales=1,2,4"]
@@ -135,23 +134,10 @@ def test_var_prior_over_a_multiscale_tokenizer_trains_resumes_and_samples(
         == 0
     )
     prior = [*VAR_PRIOR, f"data.path={tokens}", "train.steps=8", "train.checkpoint_every=4"]
-    whole = train(load_config(None, prior), tmp_path / "whole", progress=False)
+    whole, again = crash_and_resume(monkeypatch, load_config(None, prior), tmp_path, 6)
+    assert again == whole
     assert {"val_loss", "val_accuracy", "val_perplexity"} <= set(whole)
     assert "accuracy" in read_metrics(tmp_path / "whole")[0]
-    real = engine._step
-
-    def dying(run, step):
-        if step == 6:
-            raise RuntimeError("crash")
-        return real(run, step)
-
-    monkeypatch.setattr(engine, "_step", dying)
-    with pytest.raises(RuntimeError):
-        train(load_config(None, prior), tmp_path / "cut", progress=False)
-    monkeypatch.setattr(engine, "_step", real)
-    again = engine.resume(tmp_path / "cut", progress=False)
-    whole.pop("seconds"), again.pop("seconds")
-    assert again == whole
     out = tmp_path / "s"
     argv = ["sample", str(tmp_path / "whole"), "--n", "4", "--out", str(out), "--quiet"]
     assert main([*argv, "--set", "sample.top_k=3", "--set", "sample.cfg=1.0"]) == 0
