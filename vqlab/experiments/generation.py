@@ -96,6 +96,12 @@ def _tokenizers(out: Path, data, preset: dict, jobs: int, progress: bool) -> tup
     runs, _ = tokenizer_runs(data, tok_preset, percepnet)
     k = str(preset["codebook_size"])
     mine = [r for r in runs if r[1]["vq.codebook_size"] == k and "loss.gan" not in r[1]]
+    for name, _, _ in mine:  # a reused folder whose weights were not kept (results/ keeps no
+        run = out / "tokenizers" / RUNS_DIR / name  # checkpoints): train that tokenizer again
+        if (run / "summary.json").is_file() and not (
+            run / "checkpoint" / "model.safetensors"
+        ).is_file():
+            (run / "summary.json").unlink()
     rows = run_sweep(mine, out / "tokenizers", jobs=jobs, progress=progress)
     failed = [r["run"] for r in rows if r.get("status") == "failed"]
     if failed:
