@@ -68,3 +68,17 @@ def crash_and_resume(monkeypatch, config, tmp_path: Path, crash_at: int) -> tupl
     assert read_metrics(tmp_path / "cut") == read_metrics(tmp_path / "whole")
     whole.pop("seconds"), again.pop("seconds")
     return whole, again
+
+
+def tokenizer_and_tokens(folder: Path, tmp_path: Path, extra: tuple[str, ...] = ()) -> Path:
+    """Train a tiny tokenizer on ``folder`` into ``tmp_path/tok`` and write its token file with
+    ``vqlab tokenize`` (exit code checked); returns the token file."""
+    from vqlab import load_config, train
+    from vqlab.cli import main
+
+    sets = [*TINY_TOKENIZER, f"data.path={folder}", *extra]
+    train(load_config(None, sets), tmp_path / "tok", progress=False)
+    tokens = tmp_path / "tokens.npz"
+    argv = ["tokenize", str(tmp_path / "tok"), "--data", str(folder), "--out", str(tokens)]
+    assert main([*argv, "--quiet"]) == 0
+    return tokens

@@ -5,7 +5,7 @@ import json
 
 import numpy as np
 import pytest
-from image_fixtures import TINY_TOKENIZER, crash_and_resume, image_folder
+from image_fixtures import crash_and_resume, image_folder, tokenizer_and_tokens
 
 from vqlab import load_config, train
 from vqlab.cli import main
@@ -83,26 +83,7 @@ def test_a_resumed_prior_equals_an_uninterrupted_one(tmp_path, monkeypatch):
 def test_the_whole_pipeline_decodes_samples_to_images(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("VQLAB_CACHE", str(tmp_path / "cache"))
     folder = image_folder(tmp_path / "images")
-    train(
-        load_config(None, [*TINY_TOKENIZER, f"data.path={folder}"]),
-        tmp_path / "tok",
-        progress=False,
-    )
-    tokens = tmp_path / "tokens.npz"
-    assert (
-        main(
-            [
-                "tokenize",
-                str(tmp_path / "tok"),
-                "--data",
-                str(folder),
-                "--out",
-                str(tokens),
-                "--quiet",
-            ]
-        )
-        == 0
-    )
+    tokens = tokenizer_and_tokens(folder, tmp_path)
     cfg = load_config(None, [*PRIOR, f"data.path={tokens}", "train.steps=10", "train.batch_size=4"])
     train(cfg, tmp_path / "prior", progress=False)
     out = tmp_path / "s"

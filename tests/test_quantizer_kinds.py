@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import torch
-from image_fixtures import TINY_TOKENIZER, crash_and_resume, image_folder
+from image_fixtures import TINY_TOKENIZER, crash_and_resume, image_folder, tokenizer_and_tokens
 
 from vqlab import Tokenizer, load_config, train
 from vqlab.cli import main
@@ -116,23 +116,7 @@ def test_var_prior_over_a_multiscale_tokenizer_trains_resumes_and_samples(
 ):
     from vqlab.training.logging import read_metrics
 
-    sets = [*TINY_TOKENIZER, f"data.path={folder}", "vq.kind=multiscale", "vq.scales=1,2,4"]
-    train(load_config(None, sets), tmp_path / "tok", progress=False)
-    tokens = tmp_path / "tokens.npz"
-    assert (
-        main(
-            [
-                "tokenize",
-                str(tmp_path / "tok"),
-                "--data",
-                str(folder),
-                "--out",
-                str(tokens),
-                "--quiet",
-            ]
-        )
-        == 0
-    )
+    tokens = tokenizer_and_tokens(folder, tmp_path, ("vq.kind=multiscale", "vq.scales=1,2,4"))
     prior = [*VAR_PRIOR, f"data.path={tokens}", "train.steps=8", "train.checkpoint_every=4"]
     whole, again = crash_and_resume(monkeypatch, load_config(None, prior), tmp_path, 6)
     assert again == whole
@@ -147,26 +131,7 @@ def test_var_prior_over_a_multiscale_tokenizer_trains_resumes_and_samples(
 
 
 def test_var_prior_needs_a_multiscale_tokenizer(folder, tmp_path):
-    train(
-        load_config(None, [*TINY_TOKENIZER, f"data.path={folder}"]),
-        tmp_path / "tok",
-        progress=False,
-    )
-    tokens = tmp_path / "tokens.npz"
-    assert (
-        main(
-            [
-                "tokenize",
-                str(tmp_path / "tok"),
-                "--data",
-                str(folder),
-                "--out",
-                str(tokens),
-                "--quiet",
-            ]
-        )
-        == 0
-    )
+    tokens = tokenizer_and_tokens(folder, tmp_path)
     with pytest.raises(ValueError, match="needs a multi-scale tokenizer"):
         train(
             load_config(None, [*VAR_PRIOR, f"data.path={tokens}", "train.steps=2"]),
