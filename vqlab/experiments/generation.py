@@ -116,7 +116,8 @@ def _tokenizers(out: Path, data, preset: dict, jobs: int, progress: bool) -> tup
     return found, featnet
 
 
-def _tokenize(out: Path, data, tokenizers: dict, progress: bool) -> dict[str, Path]:
+def tokenize_all(out: Path, data, tokenizers: dict, progress: bool) -> dict[str, Path]:
+    """``out/tokens/<name>.npz`` of each tokenizer run folder (by name), encoded once."""
     from vqlab.tokenizer import Tokenizer, tokenize_dataset
 
     files = {}
@@ -161,18 +162,21 @@ def replicate_generation(
     timing: dict[str, float] = {}
     tokenizers, featnet = _tokenizers(out, data, p, jobs, progress)
     timing["tokenizers"] = time.perf_counter() - t0
-    tokens = _tokenize(out, data, tokenizers, progress)
+    tokens = tokenize_all(out, data, tokenizers, progress)
     timing["tokenize"] = time.perf_counter() - t0 - sum(timing.values())
     rows = run_sweep(prior_runs(tokens, p), out / "priors", jobs=jobs, progress=progress)
     timing["priors"] = time.perf_counter() - t0 - sum(timing.values())
-    _sample_and_score(out, rows, tokens, tokenizers, featnet, data, p, progress)
+    sample_and_score(out, rows, tokens, tokenizers, featnet, data, p, progress)
     timing["sample and score"] = time.perf_counter() - t0 - sum(timing.values())
     write_results(out / "results.csv", rows)
     _write_report(out, rows, p, preset, jobs, timing, command, time.perf_counter() - t0, data)
     return rows
 
 
-def _sample_and_score(out, rows, tokens, tokenizers, featnet, data, p, progress) -> None:
+def sample_and_score(out, rows, tokens, tokenizers, featnet, data, p, progress) -> None:
+    """Sample ``p['samples']`` images from each finished prior row into ``out/samples/<run>``
+    and score them against as many test images (``metrics.json``, reused when it exists);
+    the scores and the tokenizer's r-FD go into the row."""
     import dataclasses
 
     from vqlab.data.dataset import load_dataset
@@ -206,7 +210,8 @@ def _sample_and_score(out, rows, tokens, tokenizers, featnet, data, p, progress)
             row["r_fd"] = json.loads(evaluated.read_text())["r_fd"]
 
 
-def _mean_std(rows: list[dict], strategy: str, key: str) -> str:
+def mean_std(rows: list[dict], strategy: str, key: str) -> str:
+    """``mean ± std`` (ddof 1) of ``key`` over the rows of one tokenizer; one value alone."""
     vals = [r[key] for r in rows if r.get("tokenizer") == strategy and r.get(key) is not None]
     if not vals:
         return "n/a"
@@ -217,7 +222,7 @@ def _mean_std(rows: list[dict], strategy: str, key: str) -> str:
 
 def _write_report(out, rows, p, preset, jobs, timing, command, seconds, data) -> None:
     table = [
-        {"strategy": s, **{k: _mean_std(rows, s, k) for k in METRICS}}
+        {"strategy": s, **{k: mean_std(rows, s, k) for k in METRICS}}
         for s in ("standard", "deferred")
     ]
     sha = next((r["featnet_sha256"][:12] for r in rows if r.get("featnet_sha256")), "?")

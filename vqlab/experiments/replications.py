@@ -18,6 +18,7 @@ from vqlab.experiments.init_study import replicate_init
 from vqlab.experiments.recipes import replicate_recipes
 from vqlab.experiments.synthetic import replicate_synthetic
 from vqlab.experiments.tokenizer import replicate_tokenizer
+from vqlab.experiments.var import replicate_var
 
 Replication = Callable[..., list[dict[str, Any]]]
 
@@ -29,6 +30,7 @@ EXPERIMENTS: dict[str, Replication] = {
     "recipes": replicate_recipes,
     "tokenizer": replicate_tokenizer,
     "generation": replicate_generation,
+    "var": replicate_var,
 }
 
 

@@ -1,0 +1,88 @@
+"""vqlab replicate var at toy size: multi-scale tokenizers, per-scale tables, VAR priors."""
+
+import numpy as np
+from image_fixtures import image_folder
+from test_evaluate_tokenizer import TINY_TOKENIZER_VALUES
+
+from vqlab.experiments import replications, tokenizer, var
+from vqlab.experiments.results import read_results
+
+
+def _toy(monkeypatch):
+    toy_tok = {
+        **dict(TINY_TOKENIZER_VALUES),
+        "loss.perceptual": 0.1,
+        "sizes": [8],
+        "gan_size": 8,
+        "loss.gan": 0.1,
+        "loss.disc_layers": 1,
+        "featnet_steps": 3,
+        "percepnet_steps": 3,
+    }
+    monkeypatch.setitem(tokenizer.TOKENIZER_PRESETS, "cpu", toy_tok)
+    prior = {
+        "prior.kind": "var",
+        "prior.depth": 1,
+        "prior.width": 32,
+        "prior.heads": 2,
+        "train.steps": 4,
+        "train.batch_size": 4,
+        "train.log_every": 2,
+        "train.eval_every": 2,
+    }
+    toy = {**var.VAR_PRESETS["cpu"], "codebook_size": 8, "scales": "1,2,4", "samples": 8}
+    monkeypatch.setitem(var.VAR_PRESETS, "cpu", {**toy, "prior": prior})
+
+
+def test_replicate_var_at_toy_size(tmp_path, monkeypatch):
+    monkeypatch.setenv("VQLAB_CACHE", str(tmp_path / "cache"))
+    data = image_folder(tmp_path / "cifar", classes=("airplane", "automobile"))
+    _toy(monkeypatch)
+    out = tmp_path / "v"
+    rows = replications.replicate("var", out, data=data, progress=False, command="t")
+    assert len(rows) == 4 and {r["status"] for r in rows} == {"ok"}
+    assert {(r["tokenizer"], r["seed"]) for r in rows} == {
+        (s, str(i)) for s in ("standard", "deferred") for i in (0, 1)
+    }
+    for r in rows:
+        assert r["g_fd"] >= 0 and r["pixel_distance"] > 0 and 0 <= r["class_consistency"] <= 1
+        assert r["r_fd"] >= 0 and 1 <= r["sample_perplexity"] <= 8
+        # per-scale perplexity of the samples: a 1x1 scale has at most min(8, N) distinct codes
+        assert 1 <= r["sample_perplexity_p1"] <= 8 and 1 <= r["sample_perplexity_p4"] <= 8
+    ids = np.load(out / "samples" / rows[0]["run"] / "samples.npz")["ids"]
+    assert ids.shape == (8, 1 + 4 + 16) and ids.max() < 8
+    # the tokenizer table: both strategies x both init ways, per-scale columns from evaluate
+    toks = read_results(out / "tokenizers.csv")
+    assert {(t["strategy"], t["ms_init"]) for t in toks} == {
+        (s, w) for s in ("standard", "deferred") for w in ("finest", "coarse_then_all")
+    }
+    for t in toks:
+        assert 1 <= float(t["perplexity_p1"]) <= 8 and 0 < float(t["usage_p4"]) <= 1
+    report = (out / "report.md").read_text()
+    assert "not FID" in report and "±" in report and "papers (ImageNet-100)" in report
+    assert "p=1" in report and "coarse_then_all" in report
+    assert (out / "plots" / "per_scale.png").is_file()
+    # everything finished is skipped the second time
+    again = replications.replicate("var", out, data=data, progress=False, command="t")
+    assert [r["g_fd"] for r in again] == [r["g_fd"] for r in rows]
+
+
+def test_sample_scale_perplexity_by_hand():
+    # scales (1, 2): position 0 is scale 1, positions 1..4 scale 2
+    ids = np.array([[0, 1, 1, 2, 2], [1, 1, 1, 2, 2]])
+    per = var.sample_scale_perplexity(ids, (1, 2), 4)
+    assert np.isclose(per[0], 2.0)  # codes 0 and 1 once each
+    assert np.isclose(per[1], 2.0)  # codes 1 and 2 four times each
+
+
+def test_var_gpu_preset_builds_valid_configs(tmp_path):
+    from vqlab.experiments.generation import prior_runs
+
+    p = var.VAR_PRESETS["gpu"]
+    runs = var.tokenizer_runs_var(tmp_path, p, tmp_path / "percepnet")
+    configs = [r[2] for r in runs]
+    assert len(runs) == 4 and {c.vq.kind for c in configs} == {"multiscale"}
+    assert {c.vq.ms_init for c in configs} == {"finest", "coarse_then_all"}
+    assert configs[0].vq.scale_list()[-1] == 16 and configs[0].vq.codebook_size == 16384
+    priors = prior_runs({"standard": tmp_path / "s.npz", "deferred": tmp_path / "d.npz"}, p)
+    assert {c[2].prior.kind for c in priors} == {"var"} and priors[0][2].prior.depth == 16

@@ -1,0 +1,352 @@
+"""VAR over multi-scale residual tokenizers: does deferred quantization make a better VAR, and
+where does the shared codebook collapse? ``vqlab replicate var --data DATA --preset cpu --out DIR``.
+
+1. Multi-scale tokenizers (``vq.kind=multiscale``, VAR's residual scheme over ``scales`` with one
+   shared codebook), trained as the tokenizer replication's MSE + perceptual arm at equal budget:
+   standard and deferred, each with its k-means sample drawn each of the preset's
+   ``init_ways`` (``vq.ms_init``: ``finest``, ``pyramid``, ``coarse_then_all``; see
+   :meth:`~vqlab.quantizers.multiscale.MultiScaleQuantizer.init_from_latents`). Each is scored
+   by ``vqlab evaluate`` (r-FD in the evaluation feature net, perplexity and usage per scale);
+   ``DIR/tokenizers``, whose ``featnet/`` and ``percepnet/`` may be links to finished nets;
+2. the pair at ``prior_init`` encodes the dataset once (``DIR/tokens/<strategy>.npz``);
+3. one VAR prior (``prior.kind=var``) per tokenizer and seed, the same budget (``DIR/priors``);
+4. each prior samples N class-conditional images with the same settings, scored as in the
+   MaskGIT experiment (g-FD, g-KD, pixel distance, class consistency, token usage), plus the
+   perplexity of the sampled ids per scale.
+Every stage skips what is finished, and unfinished runs resume from their checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vqlab.experiments.generation import mean_std, prior_runs, sample_and_score, tokenize_all
+from vqlab.experiments.markdown import markdown_table, provenance
+from vqlab.experiments.results import write_results
+from vqlab.experiments.sweep import RUNS_DIR, expand, run_sweep
+from vqlab.experiments.tokenizer import TOKENIZER_PRESETS, _feature_nets, tokenizer_runs
+
+VAR_PRESETS: dict[str, dict[str, Any]] = {
+    # ~1.5 hours on 2 CPU cores: 4 tokenizers (~25 min), 4 VAR priors (~40 min), sampling
+    "cpu": {
+        "tokenizer_preset": "cpu",
+        "codebook_size": 1024,
+        "scales": "1,2,3,4,6,8",  # minVAR's CIFAR-10 scales, L = 130
+        "init_ways": ["finest", "coarse_then_all"],
+        "prior_init": "finest",
+        "seeds": [0, 1],
+        "samples": 2000,
+        "prior": {
+            "prior.kind": "var",
+            "prior.depth": 2,
+            "prior.width": 128,
+            "prior.heads": 4,
+            "prior.dropout": 0.1,
+            "prior.label_smoothing": 0.1,
+            "prior.class_dropout": 0.1,
+            # measured: ~0.6-1.0 s a step at batch 64 on one core (130 positions, all in the
+            # loss), so half MaskGIT's 3000 steps keeps the four priors near 40 minutes
+            "train.steps": 1500,
+            "train.batch_size": 64,
+            "train.lr": 1e-3,
+            "train.warmup_steps": 100,
+            "train.lr_schedule": "cosine",
+            "train.weight_decay": 0.05,
+            "train.log_every": 100,
+            "train.eval_every": 750,
+        },
+        # plain sampling (no guidance, no top-k/top-p), as the MaskGIT experiment samples at cfg 0
+        "sample": ["sample.temperature=1.0"],
+    },
+    # the papers' scale: 128 px ImageNet-100, 16x16 latents, VAR's ten scales; not run here
+    "gpu": {
+        "tokenizer_preset": "gpu",
+        "codebook_size": 16384,
+        "scales": "1,2,3,4,5,6,8,10,13,16",
+        "init_ways": ["finest", "coarse_then_all"],
+        "prior_init": "finest",
+        "seeds": [0, 1],
+        "samples": 10000,
+        "prior": {
+            "prior.kind": "var",
+            "prior.depth": 16,
+            "prior.width": 1024,
+            "prior.heads": 16,
+            "prior.dropout": 0.0,
+            "prior.label_smoothing": 0.0,
+            "prior.class_dropout": 0.1,
+            "train.steps": 100000,
+            "train.batch_size": 256,
+            "train.lr": 1e-4,
+            "train.warmup_steps": 2000,
+            "train.lr_schedule": "cosine",
+            "train.weight_decay": 0.05,
+            "train.log_every": 500,
+            "train.eval_every": 10000,
+        },
+        "sample": ["sample.cfg=1.5", "sample.top_k=900", "sample.top_p=0.96"],
+    },
+}
+_SRC = "papers (ImageNet-100)"
+PAPERS = [  # ImageNet-100, 128 px, K = 16384 (PAPER.md); not comparable in scale
+    {"source": _SRC, "strategy": "deferred", "r_fd": "5.04 (r-FID)", "g_fd": "10.70 (FID)",
+     "pixel_distance": 75.92, "real_perplexity": 7044.51},
+    {"source": _SRC, "strategy": "standard", "r_fd": "5.39 (r-FID)", "g_fd": "12.88 (FID)",
+     "pixel_distance": 70.69, "real_perplexity": 2801.88},
+]  # fmt: skip
+METRICS = [
+    "r_fd", "g_fd", "g_kd", "pixel_distance", "pixel_distance_within_class",
+    "class_consistency", "real_perplexity", "sample_perplexity", "sample_codes_used",
+]  # fmt: skip
+TOKENIZER_COLUMNS = [
+    "strategy", "ms_init", "r_fd", "floor_fd", "recon_mse", "psnr", "perplexity", "usage",
+    "codebook_mean_l2", "seconds",
+]  # fmt: skip
+
+
+def tokenizer_runs_var(data, preset: dict, percepnet: str | Path) -> list:
+    """(name, assignment, config) of the multi-scale tokenizers: both strategies, each
+    ``init_ways`` way, on the tokenizer replication's MSE + perceptual settings."""
+    _, base = tokenizer_runs(data, preset["tokenizer_preset"], percepnet)
+    base = {
+        **base,
+        "vq.kind": "multiscale",
+        "vq.scales": preset["scales"],
+        "vq.codebook_size": str(preset["codebook_size"]),
+    }
+    grid = {"train.strategy": ["standard", "deferred"], "vq.ms_init": list(preset["init_ways"])}
+    return expand(base, [], grid)
+
+
+def _tokenizers(out: Path, data, preset: dict, jobs: int, progress: bool) -> tuple[list, Path]:
+    """Train (or reuse) and evaluate every tokenizer; (their rows, the featnet folder)."""
+    from vqlab.evaluation.tokenizer import evaluate_tokenizer
+
+    tok_preset = preset["tokenizer_preset"]
+    featnet, percepnet = _feature_nets(out / "tokenizers", data, tok_preset, progress)
+    runs = tokenizer_runs_var(data, preset, percepnet)
+    rows = run_sweep(runs, out / "tokenizers", jobs=jobs, progress=progress)
+    failed = [r["run"] for r in rows if r.get("status") == "failed"]
+    if failed:
+        raise RuntimeError(f"tokenizer runs failed: {failed}; see {out / 'tokenizers'}")
+    limit = int(TOKENIZER_PRESETS[preset["tokenizer_preset"]].get("data.test_limit", 0))
+    for row, (name, assignment, _) in zip(rows, runs):
+        run = out / "tokenizers" / RUNS_DIR / name
+        done = run / "eval" / "eval.json"  # a finished evaluation is not run again
+        if not done.is_file():
+            evaluate_tokenizer(run, data, featnet, run / "eval", limit=limit)
+        scores = json.loads(done.read_text())
+        row.update({k: v for k, v in scores.items() if k not in row and k != "seconds"})
+        row.update(ms_init=assignment["vq.ms_init"], folder=run)
+    return rows, featnet
+
+
+def scale_rows(tok_rows: list[dict]) -> list[dict]:
+    """One row per tokenizer and scale from the evaluation's ``per_scale`` (test set)."""
+    out = []
+    for r in tok_rows:
+        for s in r.get("per_scale") or []:
+            name = f"{r['strategy']}, {r['ms_init']}"
+            out.append({"tokenizer": name, **s})
+    return out
+
+
+def sample_scale_perplexity(ids: np.ndarray, scales: tuple[int, ...], k: int) -> list[float]:
+    """Perplexity of ids (N, L) within each scale's block of positions, coarse first."""
+    from vqlab.evaluation.generation import token_usage
+
+    bounds = np.cumsum([0, *(p * p for p in scales)])
+    return [token_usage(ids[:, a:b], k)[1] for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+def replicate_var(
+    out: str | Path,
+    *,
+    data: str | Path | None,
+    preset: str = "cpu",
+    jobs: int = 1,
+    progress: bool = True,
+    command: str = "",
+) -> list[dict[str, Any]]:
+    """The experiment of the module docstring: report.md, results.csv, tokenizers.csv, plots/."""
+    if data is None:
+        raise FileNotFoundError("replicate var needs --data (a CIFAR-10 folder or zip)")
+    if preset not in VAR_PRESETS:
+        raise ValueError(f"preset={preset!r}; choose one of {list(VAR_PRESETS)}")
+    t0, out, p = time.perf_counter(), Path(out), VAR_PRESETS[preset]
+    if p["prior_init"] not in p["init_ways"]:
+        raise ValueError(f"prior_init={p['prior_init']!r} is not one of {p['init_ways']}")
+    out.mkdir(parents=True, exist_ok=True)
+    timing: dict[str, float] = {}
+    tok_rows, featnet = _tokenizers(out, data, p, jobs, progress)
+    timing["tokenizers"] = time.perf_counter() - t0
+    pair = {r["strategy"]: r["folder"] for r in tok_rows if r["ms_init"] == p["prior_init"]}
+    tokens = tokenize_all(out, data, pair, progress)
+    timing["tokenize"] = time.perf_counter() - t0 - sum(timing.values())
+    rows = run_sweep(prior_runs(tokens, p), out / "priors", jobs=jobs, progress=progress)
+    timing["priors"] = time.perf_counter() - t0 - sum(timing.values())
+    sample_and_score(out, rows, tokens, pair, featnet, data, p, progress)
+    _sample_scales(out, rows, tokens)
+    timing["sample and score"] = time.perf_counter() - t0 - sum(timing.values())
+    write_results(out / "results.csv", rows)
+    write_results(out / "tokenizers.csv", [_flat(r) for r in tok_rows])
+    _plots(out, tok_rows, rows)
+    seconds = time.perf_counter() - t0
+    _write_report(out, tok_rows, rows, p, preset, jobs, timing, command, seconds, data)
+    return rows
+
+
+def _flat(row: dict) -> dict:
+    """A tokenizer row for the csv: lists and paths dropped, per-scale perplexity spread."""
+    flat = {k: v for k, v in row.items() if not isinstance(v, list | dict | Path)}
+    for s in row.get("per_scale") or []:
+        flat[f"perplexity_p{s['scale']}"] = s["perplexity"]
+        flat[f"usage_p{s['scale']}"] = s["usage"]
+    return flat
+
+
+def _sample_scales(out: Path, rows: list[dict], tokens: dict[str, Path]) -> None:
+    """``sample_perplexity_p<side>`` (and the real test ids' ``real_perplexity_p<side>``)."""
+    from vqlab.priors.tokens import load_tokens
+
+    for row in rows:
+        if row.get("status") == "failed":
+            continue
+        t = load_tokens(tokens[row["tokenizer"]])
+        ids = np.load(out / "samples" / row["run"] / "samples.npz")["ids"]
+        real = t.test_ids[: ids.shape[0]]
+        for side, s, r in zip(
+            t.scales,
+            sample_scale_perplexity(ids, t.scales, t.codebook_size),
+            sample_scale_perplexity(real, t.scales, t.codebook_size),
+        ):
+            row[f"sample_perplexity_p{side}"], row[f"real_perplexity_p{side}"] = s, r
+
+
+def _plots(out: Path, tok_rows: list[dict], rows: list[dict]) -> None:
+    """plots/per_scale.png: the tokenizers' perplexity and usage against scale."""
+    from vqlab.experiments.plots import plot_against
+
+    (out / "plots").mkdir(exist_ok=True)
+    plot_against(
+        scale_rows(tok_rows),
+        "scale",
+        ["perplexity", "usage"],
+        out / "plots" / "per_scale.png",
+        series="tokenizer",
+        title="Multi-scale tokenizers: test-set perplexity and usage per scale",
+        xlabel="scale (side p_k)",
+    )
+
+
+def _scale_table(tok_rows: list[dict], rows: list[dict], p: dict) -> str:
+    """Tokenizers' perplexity / usage per scale, then the priors' samples against the real ids."""
+    sides = [int(s) for s in p["scales"].split(",")]
+    table = []
+    for r in tok_rows:
+        cells = {s["scale"]: s for s in r.get("per_scale") or []}
+        row = {"tokenizer": f"{r['strategy']}, {r['ms_init']}"}
+        for side in sides:
+            c = cells.get(side)
+            row[f"p={side}"] = f"{c['perplexity']:.0f} / {100 * c['usage']:.1f}%" if c else ""
+        table.append(row)
+    for strategy in ("standard", "deferred"):
+        for what in ("real", "sample"):
+            row = {"tokenizer": f"{strategy} VAR: {what} ids (perplexity)"}
+            for side in sides:
+                row[f"p={side}"] = mean_std(rows, strategy, f"{what}_perplexity_p{side}")
+            table.append(row)
+    return markdown_table(table, ["tokenizer", *(f"p={s}" for s in sides)])
+
+
+def _findings(tok_rows: list[dict], rows: list[dict], p: dict) -> list[str]:
+    by = {(r["strategy"], r["ms_init"]): r for r in tok_rows}
+    lines = []
+    for way in p["init_ways"]:
+        s, d = by.get(("standard", way)), by.get(("deferred", way))
+        if not (s and d):
+            continue
+        per_scale = " vs ".join(
+            "/".join(f"{c['perplexity']:.0f}" for c in x.get("per_scale") or []) for x in (s, d)
+        )
+        lines.append(
+            f"- ms_init={way}: r-FD {s['r_fd']:.3f} (standard) vs {d['r_fd']:.3f} (deferred); "
+            f"perplexity {s['perplexity']:.0f} vs {d['perplexity']:.0f}; usage "
+            f"{100 * s['usage']:.1f}% vs {100 * d['usage']:.1f}%; MSE {s['recon_mse']:.4f} vs "
+            f"{d['recon_mse']:.4f}; perplexity per scale, coarse to fine: {per_scale}."
+        )
+    return lines
+
+
+def _write_report(out, tok_rows, rows, p, preset, jobs, timing, command, seconds, data) -> None:
+    gen = [
+        {"strategy": s, **{k: mean_std(rows, s, k) for k in METRICS}}
+        for s in ("standard", "deferred")
+    ]
+    sha = next((r["featnet_sha256"][:12] for r in rows if r.get("featnet_sha256")), "?")
+    floor = next((r["floor_fd"] for r in tok_rows if "floor_fd" in r), float("nan"))
+    grids = sorted((out / "samples").glob("*seed=0/grid.png"))
+    text = [
+        f"# VAR on CIFAR-10 ({preset} preset): multi-scale tokenizers, standard vs deferred",
+        "",
+        f"K={p['codebook_size']} shared by the scales {p['scales']}; tokenizers trained with MSE "
+        "+ perceptual loss at equal budget (the tokenizer replication's settings). r-FD, g-FD, "
+        f"g-KD and class consistency are in the feature space of featnet {sha} (a vqlab-trained "
+        f"ResNet): **not FID**; its real-against-real floor is FD {floor:.3f}. Perplexity and "
+        "usage are over the test set.",
+        "",
+        "## Tokenizers",
+        "",
+        *_findings(tok_rows, rows, p),
+        "",
+        markdown_table(tok_rows, TOKENIZER_COLUMNS),
+        "",
+        "Perplexity / usage per scale (side p), and the per-scale perplexity of the VAR samples "
+        f"against that of the real test ids (N={p['samples']}), mean ± std over prior seeds:",
+        "",
+        _scale_table(tok_rows, rows, p),
+        "",
+        "![per scale](plots/per_scale.png)",
+        "",
+        f"## Generation (VAR priors over the `ms_init={p['prior_init']}` tokenizers)",
+        "",
+        f"{len(p['seeds'])} prior seeds per tokenizer, mean ± std; N={p['samples']} "
+        "class-conditional samples (classes in turn) against N test images. Pixel distance: "
+        "mean per-pixel RMS difference of 10,000 random pairs on the 0-255 scale (within class: "
+        "pairs inside each class).",
+        "",
+        markdown_table(gen, ["strategy", *METRICS]),
+        "",
+        "The papers' numbers (ImageNet-100, 128 px, K=16384, Inception FID) for orientation "
+        "only; scale, data and metric network all differ:",
+        "",
+        markdown_table(
+            PAPERS, ["source", "strategy", "r_fd", "g_fd", "pixel_distance", "real_perplexity"]
+        ),  # fmt: skip
+        "",
+        "## All priors",
+        "",
+        markdown_table(
+            rows, ["run", "status", "tokenizer", "seed", "val_loss", "val_accuracy", *METRICS]
+        ),  # fmt: skip
+        "",
+        "## Samples (seed 0, one row per class)",
+        "",
+        *(f"![{g.parent.name}](samples/{g.parent.name}/grid.png)" for g in grids),
+        "",
+        "## How this was made",
+        "",
+        f"- preset: `{preset}`; runs trained {jobs} at a time; data: `{data}` (if "
+        "`../shared/data/cifar10`: the JPEG re-encoded copy)",
+        "- prior: " + ", ".join(f"`{k}={v}`" for k, v in p["prior"].items()),
+        "- sampler: " + ", ".join(f"`{s}`" for s in p["sample"]),
+        "- wall time by stage: " + ", ".join(f"{k} {v / 60:.1f} min" for k, v in timing.items()),
+        provenance(command or "vqlab replicate var", seconds),
+        "",
+    ]
+    (out / "report.md").write_text("\n".join(text))
