@@ -107,17 +107,37 @@ def test_replicate_recipes(tmp_path, tiny_cifar, monkeypatch):
     pytest.importorskip("vector_quantize_pytorch")
     monkeypatch.setitem(recipes.PRESETS, "cpu", {**TINY_CONV, "sizes": [8, 16]})
     out = tmp_path / "rec"
-    rows = replications.replicate("recipes", out, data=tiny_cifar, progress=False, command="t")
-    expected = {(a, s, k) for a, (_, ss) in recipes.ARMS.items() for s in ss for k in (8, 16)}
+    # FSQ's recommended levels start at K=256: its arms have their own test below
+    arms = [a for a in recipes.ARMS if a not in ("fsq", "lfq")]
+    rows = recipes.replicate_recipes(out, data=tiny_cifar, progress=False, command="t", arms=arms)
+    expected = {(a, s, k) for a in arms for s in recipes.ARMS[a][1] for k in (8, 16)}
     assert {(r["recipe"], r["strategy"], r["codebook_size"]) for r in rows} == expected
     assert all(r["status"] == "ok" for r in rows), [r.get("error") for r in rows]
     table = read_results(out / "results.csv")
-    assert {r["recipe"] for r in table} == set(recipes.ARMS)
+    assert {r["recipe"] for r in table} == set(arms)
     report = (out / "report.md").read_text()
     ranking = recipes.rank_recipes(rows)
     assert len(ranking) == len({(a, s) for a, s, _ in expected})
     assert f"**{ranking[0][0]} ({ranking[0][1]})** is best here" in report
     assert (out / "plots" / "recipes.png").is_file()
+
+
+def test_recipes_fsq_and_lfq_arms_at_their_nominal_size(tmp_path, tiny_cifar, monkeypatch):
+    """FSQ and LFQ under both schedules: ranked at the nominal K, with FSQ's real grid size
+    (the product of its recommended levels) in ``codes``, and usage over that grid."""
+    from vqlab.experiments import recipes
+
+    monkeypatch.setitem(recipes.PRESETS, "cpu", {**TINY_CONV, "sizes": [256, 1024]})
+    out = tmp_path / "grid"
+    rows = recipes.replicate_recipes(
+        out, data=tiny_cifar, progress=False, command="t", arms=["fsq", "lfq"]
+    )
+    assert all(r["status"] == "ok" for r in rows), [r.get("error") for r in rows]
+    codes = {(r["recipe"], r["codebook_size"]): r["codes"] for r in rows}
+    assert codes == {("fsq", 256): 240, ("fsq", 1024): 1000, ("lfq", 256): 256, ("lfq", 1024): 1024}
+    for r in rows:  # 12 test images of 2x2 latents: at most 48 distinct codes
+        assert 0 < r["usage"] * r["codes"] <= 48 and 1 <= r["perplexity"] <= 48
+    assert len(recipes.rank_recipes(rows)) == 4
 
 
 def test_rank_recipes_by_hand():
@@ -141,3 +161,28 @@ def test_replicate_recipes_refuses_unknown_arm(tmp_path):
 
     with pytest.raises(ValueError, match="unknown recipe arm"):
         recipe_runs(tmp_path, "cpu", ["plain", "magic"])
+
+
+def test_cifar_wide_preset_covers_2_4_to_2_16_with_enough_init_samples():
+    runs, _, sizes = cifar.cifar_runs("data", "cpu-wide")
+    assert sizes == [2**p for p in range(4, 17)] and len(runs) == 2 * 13
+    by_k = {c.vq.codebook_size: c for _, _, c in runs}
+    assert by_k[16].vq.init_samples == 32768 and by_k[16384].vq.init_samples == 32768
+    assert by_k[32768].vq.init_samples == 65536 and by_k[65536].vq.init_samples == 131072
+    # equal budget: every run has the same steps and pretraining share
+    assert {(c.train.steps, c.train.pretrain_steps) for _, _, c in runs} == {(1000, 500)}
+
+
+def test_cifar_trend_findings_by_hand():
+    def row(mse, ppl):
+        return {"recon_mse": mse, "perplexity": ppl}
+
+    by = {
+        ("standard", 16): row(0.01, 10), ("deferred", 16): row(0.02, 12),
+        ("standard", 8192): row(0.03, 500), ("deferred", 8192): row(0.02, 4000),
+        ("standard", 65536): row(0.03, 600), ("deferred", 65536): row(0.01, 20000),
+    }  # fmt: skip
+    lines = cifar._trend(by, [16, 8192, 65536])
+    assert lines[0].startswith("- Standard has the lower test MSE at K = 16 of the 3 sizes")
+    assert "grows 1.20x for standard (500 -> 600) and 5.00x for deferred" in lines[1]
+    assert cifar._trend(by, [16, 8192]) == []  # too few sizes for a trend

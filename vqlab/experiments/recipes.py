@@ -9,6 +9,10 @@ and evaluation; only the quantizer recipe (and the schedule, for deferred) diffe
 - ``cosine``: L2-normalised codes;
 - ``low_dim``: codes in a low-dimensional space behind projections (``vq.code_dim``);
 - ``simvq``: a frozen codebook through a learned linear map (arXiv 2411.02038);
+- ``fsq``: no learned codebook at all, finite scalar quantization (arXiv 2309.15505) with the
+  paper's recommended levels whose product is nearest K (1000 for 1024, 4375 for 4096, 15360
+  for 16384);
+- ``lfq``: lookup-free quantization (MAGVIT-v2), log2 K binary channels with its entropy penalty;
 
 each under the standard schedule and under deferred quantization; plus the peer library
 (vector-quantize-pytorch 1.32.0) inside the same model: its out-of-the-box settings, and its
@@ -38,6 +42,9 @@ ARMS: dict[str, tuple[dict[str, Any], tuple[str, ...]]] = {
     "cosine": ({"vq.normalize": True}, BOTH),
     "low_dim": ({"vq.code_dim": CODE_DIM}, BOTH),
     "simvq": ({"vq.simvq": True, "vq.update": "grad"}, BOTH),
+    # what users pick instead of a learned codebook: implicit grids that cannot collapse
+    "fsq": ({"vq.kind": "fsq"}, BOTH),
+    "lfq": ({"vq.kind": "lfq"}, BOTH),
     # the peer's out-of-the-box VectorQuantize(dim, K): its own random init, decay 0.8,
     # commitment weight 1, rotation trick on
     "peer_default": (
@@ -57,20 +64,21 @@ ARMS: dict[str, tuple[dict[str, Any], tuple[str, ...]]] = {
     ),
 }
 PRESETS: dict[str, dict[str, Any]] = {
-    # ~60 min on 2 CPU cores with --jobs 2: CIFAR's cpu model, fewer steps, K 1024 and 4096
+    # CIFAR's cpu model, fewer steps, on 2 CPU cores with --jobs 2: K=1024 and 4096 ~60 min,
+    # K=16384 ~70 min more (19 runs of ~7 min)
     "cpu": {
         **{k: v for k, v in CIFAR_PRESETS["cpu"].items() if k != "sizes"},
         "train.steps": 500,
         "train.pretrain_steps": 250,
         "train.eval_every": 250,
         "data.test_limit": 1000,
-        "sizes": [1024, 4096],
+        "sizes": [1024, 4096, 16384],
     },
     # one H100: the issue's sizes at the CIFAR gpu preset's model and budget
     "gpu": {**CIFAR_PRESETS["gpu"], "sizes": [16384, 65536]},
 }
-COLUMNS = ["status", "recipe", "strategy", "codebook_size", "recon_mse", "usage", "perplexity",
-           "dead_codes", "codebook_mean_l2", "coverage_ratio", "seconds"]  # fmt: skip
+COLUMNS = ["status", "recipe", "strategy", "codebook_size", "codes", "recon_mse", "usage",
+           "perplexity", "dead_codes", "codebook_mean_l2", "coverage_ratio", "seconds"]  # fmt: skip
 
 
 def recipe_runs(data: str | Path, preset: str, arms: list[str] | None = None) -> list:
@@ -161,7 +169,10 @@ def replicate_recipes(
     for row, (_, assignment, _) in zip(rows, runs):
         row["recipe"] = assignment["recipe"]
         row.setdefault("strategy", assignment["train.strategy"])
-        row.setdefault("codebook_size", int(assignment["vq.codebook_size"]))
+        # FSQ's grid is the product of its levels (1000 for K=1024): ranked at its nominal K,
+        # with the size it really has in ``codes``
+        row["codes"] = row.get("codebook_size") or int(assignment["vq.codebook_size"])
+        row["codebook_size"] = int(assignment["vq.codebook_size"])
     write_results(out / "results.csv", rows)
     (out / "plots").mkdir(exist_ok=True)
     plot_bars(rows, ["recon_mse", "usage", "perplexity"], out / "plots" / "recipes.png",
@@ -184,8 +195,11 @@ def _write_report(out, rows, ranking, data, preset, jobs, command, seconds) -> N
         "loss (update=grad). `peer_*` arms put vector-quantize-pytorch 1.32.0's "
         "`VectorQuantize` in the quantizer's place: `peer_default` with its out-of-the-box "
         "settings (own random init, decay 0.8, commitment 1, rotation trick), `peer_restart` "
-        f"with threshold_ema_dead_code={RESTART_THRESHOLD} on vqlab's k-means init. `recon_mse` "
-        "is per element on images in [-1, 1] (x / 127.5 - 1).",
+        f"with threshold_ema_dead_code={RESTART_THRESHOLD} on vqlab's k-means init. `fsq` and "
+        "`lfq` have no learned codebook: FSQ rounds a few bounded channels to fixed levels "
+        "(the recommended set nearest K; `codes` is its real size), LFQ takes the signs of "
+        "log2 K channels with an entropy penalty; under deferred they too pretrain without "
+        "quantization. `recon_mse` is per element on images in [-1, 1] (x / 127.5 - 1).",
         "",
         "The issue's reference (another VQ library, H100, K=16384, its MSE scale not stated): "
         "standard with dead-code restart (threshold 2) MSE .00823 and usage 99.8%; deferred "
