@@ -43,7 +43,8 @@ CIFAR_PRESETS: dict[str, dict[str, Any]] = {
     },
     # the papers' full trend on 2 CPU cores, ~3 hours with --jobs 2: the cpu preset's model and
     # budget at K = 2^4 .. 2^16; the k-means sample grows to 2 K vectors where K passes 16384
-    # (k-means needs at least one per code); measured per run: ~6 min at K <= 4096, ~30 at 65536
+    # (k-means needs at least one per code). Estimated per run on one core: ~7 min at K <= 4096
+    # (the cpu preset's runs), ~30 at 65536 (the search and k-means grow with K)
     "cpu-wide": {
         "model.width": 16,
         "train.batch_size": 64,
