@@ -155,6 +155,9 @@ def test_replicate_generation_at_toy_size(tmp_path, monkeypatch):
     assert images.shape == (8, 16, 16, 3)
     report = (out / "report.md").read_text()
     assert "not FID" in report and "±" in report and "papers (ImageNet-100)" in report
+    ref = json.loads((out / "samples" / "reference.json").read_text())
+    assert ref["class_consistency"] is not None and ref["g_fd"] >= 0
+    assert "| real data (reference) |" in report
     # everything finished is skipped the second time
     again = replications.replicate("generation", out, data=data, progress=False, command="t")
     assert [r["g_fd"] for r in again] == [r["g_fd"] for r in rows]

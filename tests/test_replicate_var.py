@@ -1,5 +1,7 @@
 """vqlab replicate var at toy size: multi-scale tokenizers, per-scale tables, VAR priors."""
 
+import json
+
 import numpy as np
 from image_fixtures import image_folder
 from test_evaluate_tokenizer import TINY_TOKENIZER_VALUES
@@ -60,6 +62,9 @@ def test_replicate_var_at_toy_size(tmp_path, monkeypatch):
         assert 1 <= float(t["perplexity_p1"]) <= 8 and 0 < float(t["usage_p4"]) <= 1
     report = (out / "report.md").read_text()
     assert "not FID" in report and "±" in report and "papers (ImageNet-100)" in report
+    ref = json.loads((out / "samples" / "reference.json").read_text())
+    assert ref["class_consistency"] is not None and ref["g_fd"] >= 0
+    assert "| real data (reference) |" in report
     assert "p=1" in report and "coarse_then_all" in report
     assert (out / "plots" / "per_scale.png").is_file()
     # everything finished is skipped the second time

@@ -61,3 +61,25 @@ def generation_metrics(
     if real_ids is not None:
         out["real_codes_used"], out["real_perplexity"] = token_usage(real_ids, codebook_size)
     return out
+
+
+def real_reference(
+    real_images: np.ndarray,
+    labels: np.ndarray | None,
+    other_real: np.ndarray,
+    net: torch.nn.Module,
+    *,
+    pairs: int = 10000,
+) -> dict[str, Any]:
+    """What real images score on the generation metrics, the row to read samples against:
+    ``g_fd``/``g_kd`` of ``other_real`` (say N train images) against ``real_images`` (N test
+    images), the real-against-real floor; the pixel distances of ``real_images`` (the data's
+    own diversity); and the feature net's accuracy on them as ``class_consistency`` (None
+    without labels)."""
+    fd = fd_kd(real_images, other_real, net)
+    out: dict[str, Any] = {"g_fd": fd["fd"], "g_kd": fd["kd"], "n_real": fd["n_real"]}
+    out.update(pixel_distance(real_images, labels, pairs=pairs))
+    out["class_consistency"] = (
+        None if labels is None else class_consistency(net, real_images, labels)
+    )
+    return out

@@ -166,22 +166,27 @@ def replicate_generation(
     timing["tokenize"] = time.perf_counter() - t0 - sum(timing.values())
     rows = run_sweep(prior_runs(tokens, p), out / "priors", jobs=jobs, progress=progress)
     timing["priors"] = time.perf_counter() - t0 - sum(timing.values())
-    sample_and_score(out, rows, tokens, tokenizers, featnet, data, p, progress)
+    reference = sample_and_score(out, rows, tokens, tokenizers, featnet, data, p, progress)
     timing["sample and score"] = time.perf_counter() - t0 - sum(timing.values())
     write_results(out / "results.csv", rows)
-    _write_report(out, rows, p, preset, jobs, timing, command, time.perf_counter() - t0, data)
+    seconds = time.perf_counter() - t0
+    _write_report(out, rows, reference, p, preset, jobs, timing, command, seconds, data)
     return rows
 
 
-def sample_and_score(out, rows, tokens, tokenizers, featnet, data, p, progress) -> None:
+def sample_and_score(out, rows, tokens, tokenizers, featnet, data, p, progress) -> dict:
     """Sample ``p['samples']`` images from each finished prior row into ``out/samples/<run>``
     and score them against as many test images (``metrics.json``, reused when it exists);
-    the scores and the tokenizer's r-FD go into the row."""
+    the scores and the tokenizer's r-FD go into the row. Returns the scores of real images
+    (``samples/reference.json``: N train against the N test images, and the test images'
+    own diversity and class consistency), the row to read the samples against."""
     import dataclasses
+
+    import torch
 
     from vqlab.data.dataset import load_dataset
     from vqlab.evaluation.featnet import load_featnet
-    from vqlab.evaluation.generation import generation_metrics
+    from vqlab.evaluation.generation import generation_metrics, real_reference
     from vqlab.priors.run import sample_run
     from vqlab.priors.tokens import load_tokens
     from vqlab.tokenizer import Tokenizer
@@ -189,7 +194,17 @@ def sample_and_score(out, rows, tokens, tokenizers, featnet, data, p, progress) 
     net = load_featnet(featnet)
     any_tok = Tokenizer.from_pretrained(next(iter(tokenizers.values())))
     cfg = dataclasses.replace(any_tok.config.data, path=str(data), test_limit=p["samples"])
-    real = any_tok.to_uint8(load_dataset(cfg, 0).test_x)
+    ds = load_dataset(cfg, 0)
+    real = any_tok.to_uint8(ds.test_x)
+    reference = out / "samples" / "reference.json"
+    if not reference.is_file():
+        n = min(real.shape[0], ds.train_x.shape[0])
+        pick = np.random.default_rng(0).choice(ds.train_x.shape[0], size=n, replace=False)
+        train = any_tok.to_uint8(ds.train_x[torch.as_tensor(pick)])
+        labels = None if ds.test_labels is None else ds.test_labels.numpy()
+        ref = real_reference(real, labels, train, net)
+        reference.parent.mkdir(parents=True, exist_ok=True)
+        reference.write_text(json.dumps(ref, indent=2))
     for row in rows:
         if row.get("status") == "failed":
             continue
@@ -208,6 +223,17 @@ def sample_and_score(out, rows, tokens, tokenizers, featnet, data, p, progress) 
         evaluated = tokenizers[strategy] / "eval" / "eval.json"
         if evaluated.is_file():
             row["r_fd"] = json.loads(evaluated.read_text())["r_fd"]
+    return json.loads(reference.read_text())
+
+
+def reference_row(reference: dict, label: str = "real data (reference)") -> dict:
+    """The table row of :func:`sample_and_score`'s reference: g-FD/g-KD are the
+    real-against-real floor, the rest the test images' own scores."""
+    keys = ("g_fd", "g_kd", "pixel_distance", "pixel_distance_within_class", "class_consistency")
+    return {
+        "strategy": label,
+        **{k: f"{reference[k]:.3f}" for k in keys if reference.get(k) is not None},
+    }
 
 
 def mean_std(rows: list[dict], strategy: str, key: str) -> str:
@@ -220,11 +246,11 @@ def mean_std(rows: list[dict], strategy: str, key: str) -> str:
     return f"{np.mean(vals):.3f} ± {np.std(vals, ddof=1):.3f}"
 
 
-def _write_report(out, rows, p, preset, jobs, timing, command, seconds, data) -> None:
+def _write_report(out, rows, reference, p, preset, jobs, timing, command, seconds, data) -> None:
     table = [
         {"strategy": s, **{k: mean_std(rows, s, k) for k in METRICS}}
         for s in ("standard", "deferred")
-    ]
+    ] + [reference_row(reference)]
     sha = next((r["featnet_sha256"][:12] for r in rows if r.get("featnet_sha256")), "?")
     grids = sorted((out / "samples").glob("*seed=0/grid.png"))
     text = [
@@ -234,7 +260,10 @@ def _write_report(out, rows, p, preset, jobs, timing, command, seconds, data) ->
         f"N={p['samples']} class-conditional samples (classes in turn) against N test images. "
         f"g-FD, g-KD and class consistency are in the feature space of featnet {sha} (a "
         "vqlab-trained ResNet): **not FID**. Pixel distance: mean per-pixel RMS difference of "
-        "10,000 random pairs on the 0-255 scale (within class: pairs inside each class).",
+        "10,000 random pairs on the 0-255 scale (within class: pairs inside each class). The "
+        "last row scores real images: g-FD/g-KD of N train against the N test images (the "
+        "real-against-real floor), and the test images' own pixel distance and class "
+        "consistency (the featnet's accuracy on them).",
         "",
         markdown_table(table, ["strategy", *METRICS]),
         "",

@@ -25,7 +25,13 @@ from typing import Any
 
 import numpy as np
 
-from vqlab.experiments.generation import mean_std, prior_runs, sample_and_score, tokenize_all
+from vqlab.experiments.generation import (
+    mean_std,
+    prior_runs,
+    reference_row,
+    sample_and_score,
+    tokenize_all,
+)
 from vqlab.experiments.markdown import markdown_table, provenance
 from vqlab.experiments.results import write_results
 from vqlab.experiments.sweep import RUNS_DIR, expand, run_sweep
@@ -190,14 +196,14 @@ def replicate_var(
     timing["tokenize"] = time.perf_counter() - t0 - sum(timing.values())
     rows = run_sweep(prior_runs(tokens, p), out / "priors", jobs=jobs, progress=progress)
     timing["priors"] = time.perf_counter() - t0 - sum(timing.values())
-    sample_and_score(out, rows, tokens, pair, featnet, data, p, progress)
+    reference = sample_and_score(out, rows, tokens, pair, featnet, data, p, progress)
     _sample_scales(out, rows, tokens)
     timing["sample and score"] = time.perf_counter() - t0 - sum(timing.values())
     write_results(out / "results.csv", rows)
     write_results(out / "tokenizers.csv", [_flat(r) for r in tok_rows])
     _plots(out, tok_rows, rows)
     seconds = time.perf_counter() - t0
-    _write_report(out, tok_rows, rows, p, preset, jobs, timing, command, seconds, data)
+    _write_report(out, tok_rows, rows, reference, p, preset, jobs, timing, command, seconds, data)
     return rows
 
 
@@ -283,11 +289,13 @@ def _findings(tok_rows: list[dict], rows: list[dict], p: dict) -> list[str]:
     return lines
 
 
-def _write_report(out, tok_rows, rows, p, preset, jobs, timing, command, seconds, data) -> None:
+def _write_report(
+    out, tok_rows, rows, reference, p, preset, jobs, timing, command, seconds, data
+) -> None:
     gen = [
         {"strategy": s, **{k: mean_std(rows, s, k) for k in METRICS}}
         for s in ("standard", "deferred")
-    ]
+    ] + [reference_row(reference)]
     sha = next((r["featnet_sha256"][:12] for r in rows if r.get("featnet_sha256")), "?")
     floor = next((r["floor_fd"] for r in tok_rows if "floor_fd" in r), float("nan"))
     grids = sorted((out / "samples").glob("*seed=0/grid.png"))
@@ -318,7 +326,9 @@ def _write_report(out, tok_rows, rows, p, preset, jobs, timing, command, seconds
         f"{len(p['seeds'])} prior seeds per tokenizer, mean ± std; N={p['samples']} "
         "class-conditional samples (classes in turn) against N test images. Pixel distance: "
         "mean per-pixel RMS difference of 10,000 random pairs on the 0-255 scale (within class: "
-        "pairs inside each class).",
+        "pairs inside each class). The last row scores real images: g-FD/g-KD of N train "
+        "against the N test images (the real-against-real floor), and the test images' own "
+        "pixel distance and class consistency.",
         "",
         markdown_table(gen, ["strategy", *METRICS]),
         "",
