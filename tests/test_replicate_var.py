@@ -33,6 +33,7 @@ def _toy(monkeypatch):
         "train.eval_every": 2,
     }
     toy = {**var.VAR_PRESETS["cpu"], "codebook_size": 8, "scales": "1,2,4", "samples": 8}
+    toy["init_ways"] = ["finest", "coarse_then_all"]  # two of the three, to keep it short
     monkeypatch.setitem(var.VAR_PRESETS, "cpu", {**toy, "prior": prior})
 
 
@@ -86,8 +87,8 @@ def test_var_gpu_preset_builds_valid_configs(tmp_path):
     p = var.VAR_PRESETS["gpu"]
     runs = var.tokenizer_runs_var(tmp_path, p, tmp_path / "percepnet")
     configs = [r[2] for r in runs]
-    assert len(runs) == 4 and {c.vq.kind for c in configs} == {"multiscale"}
-    assert {c.vq.ms_init for c in configs} == {"finest", "coarse_then_all"}
+    assert len(runs) == 6 and {c.vq.kind for c in configs} == {"multiscale"}
+    assert {c.vq.ms_init for c in configs} == {"finest", "coarse_then_all", "pyramid"}
     assert configs[0].vq.scale_list()[-1] == 16 and configs[0].vq.codebook_size == 16384
     priors = prior_runs({"standard": tmp_path / "s.npz", "deferred": tmp_path / "d.npz"}, p)
     assert {c[2].prior.kind for c in priors} == {"var"} and priors[0][2].prior.depth == 16

@@ -38,12 +38,12 @@ from vqlab.experiments.sweep import RUNS_DIR, expand, run_sweep
 from vqlab.experiments.tokenizer import TOKENIZER_PRESETS, _feature_nets, tokenizer_runs
 
 VAR_PRESETS: dict[str, dict[str, Any]] = {
-    # ~1.5 hours on 2 CPU cores: 4 tokenizers (~25 min), 4 VAR priors (~40 min), sampling
+    # ~1.5 hours on 2 CPU cores: 6 tokenizers (~40 min), 4 VAR priors (~40 min), sampling
     "cpu": {
         "tokenizer_preset": "cpu",
         "codebook_size": 1024,
         "scales": "1,2,3,4,6,8",  # minVAR's CIFAR-10 scales, L = 130
-        "init_ways": ["finest", "coarse_then_all"],
+        "init_ways": ["finest", "coarse_then_all", "pyramid"],
         "prior_init": "finest",
         "seeds": [0, 1],
         "samples": 2000,
@@ -74,7 +74,7 @@ VAR_PRESETS: dict[str, dict[str, Any]] = {
         "tokenizer_preset": "gpu",
         "codebook_size": 16384,
         "scales": "1,2,3,4,5,6,8,10,13,16",
-        "init_ways": ["finest", "coarse_then_all"],
+        "init_ways": ["finest", "coarse_then_all", "pyramid"],
         "prior_init": "finest",
         "seeds": [0, 1],
         "samples": 10000,
