@@ -307,7 +307,10 @@ class TrainConfig:
     """``checkpoint_every``: steps between resumable checkpoints (0 = only the final one). The
     default of 1000 costs little (a checkpoint is one write of the model and optimizer) and
     bounds the work a crash loses. ``on_nonfinite``: a NaN/Inf loss, codebook or gradient
-    ``stop``s the run, or the batch is ``skip``ped and counted (``nonfinite_skipped``)."""
+    ``stop``s the run, or the batch is ``skip``ped and counted (``nonfinite_skipped``).
+    ``bridge_steps`` and ``refit_at`` soften the switch to VQ (:mod:`vqlab.training.schedule`):
+    a linear blend from z_e to z_q over the first ``bridge_steps`` quantized steps, and k-means
+    refits of the codebook at the steps listed in ``refit_at`` (e.g. ``375``; empty = none)."""
 
     strategy: str = "standard"
     steps: int = 3000
@@ -321,9 +324,12 @@ class TrainConfig:
     on_nonfinite: str = "stop"
     warmup_steps: int = 0
     lr_schedule: str = "constant"
+    bridge_steps: int = 0
+    refit_at: str = ""
 
     def __post_init__(self) -> None:
         check_choice("train", "strategy", self.strategy, STRATEGIES)
+        check_positive("train", "bridge_steps", self.bridge_steps, strict=False)
         check_choice("train", "on_nonfinite", self.on_nonfinite, NONFINITE_ACTIONS)
         check_choice("train", "lr_schedule", self.lr_schedule, LR_SCHEDULES)
         check_positive("train", "warmup_steps", self.warmup_steps, strict=False)
@@ -338,6 +344,22 @@ class TrainConfig:
                 f"train.pretrain_steps={self.pretrain_steps} must be < train.steps={self.steps} "
                 "so that deferred quantization has a VQ phase"
             )
+        start = self.pretrain_steps if self.strategy == "deferred" else 0
+        outside = [s for s in self.refit_steps() if not start < s < self.steps]
+        if outside:
+            raise ConfigError(
+                f"train.refit_at={self.refit_at!r}: step(s) {outside} lie outside the VQ phase "
+                f"(after step {start}, before train.steps={self.steps})"
+            )
+
+    def refit_steps(self) -> tuple[int, ...]:
+        """``refit_at`` as increasing ints (empty: no refit)."""
+        if not self.refit_at.strip():
+            return ()
+        steps = parse_int_list(self.refit_at, "train.refit_at")
+        if list(steps) != sorted(set(steps)):
+            raise ConfigError(f"train.refit_at={self.refit_at!r} must increase, e.g. 300,400")
+        return steps
 
 
 TASKS = ("tokenizer", "prior")  # what a run trains (vqlab.training.tasks)

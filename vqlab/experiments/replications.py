@@ -15,6 +15,7 @@ from vqlab.experiments.capacity import replicate_capacity
 from vqlab.experiments.cifar import replicate_cifar10
 from vqlab.experiments.generation import replicate_generation
 from vqlab.experiments.init_study import replicate_init
+from vqlab.experiments.recipe_search import replicate_beat_peer
 from vqlab.experiments.recipes import replicate_recipes
 from vqlab.experiments.synthetic import replicate_synthetic
 from vqlab.experiments.tokenizer import replicate_tokenizer
@@ -31,6 +32,7 @@ EXPERIMENTS: dict[str, Replication] = {
     "tokenizer": replicate_tokenizer,
     "generation": replicate_generation,
     "var": replicate_var,
+    "beat-peer": replicate_beat_peer,
 }
 
 

@@ -39,9 +39,12 @@ class VQAutoencoder(nn.Module):
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         return self.decoder(z)
 
-    def forward(self, x: torch.Tensor, *, quantize: bool = True) -> AEOutput:
+    def forward(self, x: torch.Tensor, *, quantize: bool = True, blend: float = 1.0) -> AEOutput:
+        """``blend`` < 1 decodes ``z_e + blend (quantized - z_e)`` (the schedule's bridge from
+        the autoencoder to VQ); the VQ losses are those of the full quantization."""
         z_e = self.encoder(x)
         if not quantize:
             return AEOutput(self.decoder(z_e), z_e, None)
         vq = self.quantizer(z_e)
-        return AEOutput(self.decoder(vq.quantized), z_e, vq)
+        z = vq.quantized if blend == 1.0 else z_e + blend * (vq.quantized - z_e)
+        return AEOutput(self.decoder(z), z_e, vq)

@@ -163,7 +163,7 @@ def _session(run: _Run, progress: bool) -> dict[str, Any]:
 def _build(config: RunConfig, dist: Dist, resume_from: tuple[Path, TrainingState] | None) -> _Run:
     torch.manual_seed(config.seed)
     tc = config.train
-    schedule = Schedule(tc.strategy, tc.steps, tc.pretrain_steps)
+    schedule = Schedule(tc.strategy, tc.steps, tc.pretrain_steps, tc.bridge_steps, tc.refit_steps())
     weights = None if resume_from is None else resume_from[0]
     task = TASKS[config.task](config, dist, schedule, weights)
     run = _Run(config, dist, task, schedule)

@@ -5,6 +5,14 @@
 - ``deferred`` quantization: a plain autoencoder for ``pretrain_steps``, then k-means init on the
   *trained* encoder and VQ fine-tuning until ``steps``. Both strategies spend the same total
   ``steps``.
+
+Two options soften the switch (both off by default, recipes of issue 14):
+
+- ``bridge_steps``: over the first ``bridge_steps`` quantized steps the decoder sees
+  ``z_e + a (z_q - z_e)`` with ``a`` rising linearly from ``1 / bridge_steps`` to 1
+  (:meth:`Schedule.blend`), instead of jumping from ``z_e`` to ``z_q`` at once;
+- ``refit_at``: steps of the VQ phase at which the codebook is fitted again by k-means on the
+  encoder as it is then (the deferred init, repeated once the encoder has adapted to VQ).
 """
 
 from __future__ import annotations
@@ -20,6 +28,8 @@ class Schedule:
     strategy: str
     steps: int
     pretrain_steps: int = 0
+    bridge_steps: int = 0
+    refit_at: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
@@ -28,6 +38,14 @@ class Schedule:
             raise ValueError(
                 f"deferred needs 0 <= pretrain_steps < steps; got {self.pretrain_steps}, "
                 f"{self.steps}"
+            )
+        if self.bridge_steps < 0:
+            raise ValueError(f"bridge_steps must be >= 0; got {self.bridge_steps}")
+        outside = [s for s in self.refit_at if not self.vq_start < s < self.steps]
+        if outside:
+            raise ValueError(
+                f"refit steps {outside} lie outside the VQ phase (after step {self.vq_start}, "
+                f"before {self.steps})"
             )
 
     @property
@@ -39,7 +57,15 @@ class Schedule:
         return step >= self.vq_start
 
     def init_at(self, step: int) -> bool:
-        return step == self.vq_start
+        """The codebook is fitted at the first quantized step, and again at ``refit_at``."""
+        return step == self.vq_start or step in self.refit_at
+
+    def blend(self, step: int) -> float:
+        """The share ``a`` of ``z_q - z_e`` the decoder sees at a quantized step: 1 without a
+        bridge, else ``(step - vq_start + 1) / bridge_steps`` capped at 1."""
+        if self.bridge_steps == 0:
+            return 1.0
+        return min(1.0, (step - self.vq_start + 1) / self.bridge_steps)
 
     def phase(self, step: int) -> str:
         return "vq" if self.quantize_at(step) else "pretrain"

@@ -118,11 +118,14 @@ class TokenizerTask:
         # The engine's guard checks this step after the fact, on every rank alike. The
         # quantizer's own NaN/Inf input check would instead raise mid-forward, and under DDP on
         # one rank only, leaving the others waiting in a collective.
+        blend = self.schedule.blend(step) if quantize else 1.0
         with value_checks(False):
-            out = self.net(x, quantize=quantize)
+            out = self.net(x, quantize=quantize, blend=blend)
         recon_loss = F.mse_loss(out.recon, x)
         loss = recon_loss + (out.vq.loss if out.vq is not None else 0.0)
         terms = {"recon_loss": recon_loss}
+        if blend < 1:
+            terms["blend"] = torch.tensor(blend)
         lc = self.losses_config
         if self.perceptual is not None:
             terms["perceptual_loss"] = self.perceptual(out.recon, x)

@@ -1,0 +1,65 @@
+"""vqlab replicate beat-peer: every arm over seeds, and the target check by hand."""
+
+import pytest
+from test_image_replications import TINY_CONV, tiny_cifar  # noqa: F401 (a fixture)
+
+from vqlab.experiments import recipe_search, replications
+from vqlab.experiments.results import read_results
+
+
+def test_beat_peer_at_toy_size(tmp_path, tiny_cifar, monkeypatch):  # noqa: F811
+    pytest.importorskip("vector_quantize_pytorch")
+    toy = {**TINY_CONV, "vq.codebook_size": 8, "seeds": [0, 1], "bridge_steps": 2, "refit_at": 6}
+    monkeypatch.setitem(recipe_search.SEARCH_PRESETS, "cpu", toy)
+    out = tmp_path / "bp"
+    rows = replications.replicate("beat-peer", out, data=tiny_cifar, progress=False, command="t")
+    assert all(r["status"] == "ok" for r in rows), [r.get("error") for r in rows]
+    arms = recipe_search._arms(2, 6)
+    expected = {(a, s, seed) for a, (_, ss) in arms.items() for s in ss for seed in (0, 1)}
+    assert {(r["arm"], r["strategy"], r["seed"]) for r in rows} == expected
+    table = read_results(out / "results.csv")
+    assert len(table) == len(expected)
+    report = (out / "report.md").read_text()
+    assert "ratio_to_best_peer" in report and "±" in report
+    winners = [x for x in recipe_search.summarize(rows) if x["meets_target"]]
+    assert ("No arm meets the target" in report) == (not winners)
+
+
+def test_search_runs_carry_each_arm_option():
+    runs = {n: c for n, _, c in recipe_search.search_runs("d", "cpu")}
+    assert len(runs) == 7 * 3
+    by_arm = {n.split("__")[0]: c for n, c in runs.items()}
+    assert by_arm["arm=bridge"].train.bridge_steps == 100
+    assert by_arm["arm=refit"].train.refit_steps() == (375,)
+    assert by_arm["arm=refit_restart"].vq.dead_code_threshold == 2.0
+    assert by_arm["arm=peer_restart"].vq.impl == "vector_quantize_pytorch"
+    assert {c.vq.codebook_size for c in runs.values()} == {16384}
+    assert {c.data.test_limit for c in runs.values()} == {0}  # the whole test set
+    assert {(c.train.steps, c.train.pretrain_steps) for c in runs.values()} == {(500, 250)}
+    with pytest.raises(ValueError, match="unknown arm"):
+        recipe_search.search_runs("d", "cpu", ["nope"])
+
+
+def test_summarize_by_hand():
+    def row(arm, strategy, mse, usage):
+        return {"arm": arm, "strategy": strategy, "recon_mse": mse, "usage": usage}
+
+    rows = [
+        row("peer_restart", "deferred", 0.10, 1.0), row("peer_restart", "deferred", 0.12, 1.0),
+        row("peer_restart", "standard", 0.20, 1.0),
+        row("bridge", "deferred", 0.09, 0.995), row("bridge", "deferred", 0.10, 0.999),
+        row("refit", "deferred", 0.08, 0.98), row("refit", "deferred", 0.08, 1.0),
+        {"arm": "restart", "strategy": "deferred", "status": "failed"},
+    ]  # fmt: skip
+    lines = {(x["arm"], x["strategy"]): x for x in recipe_search.summarize(rows)}
+    assert set(lines) == {("peer_restart", "deferred"), ("peer_restart", "standard"),
+                          ("bridge", "deferred"), ("refit", "deferred")}  # fmt: skip
+    peer = lines["peer_restart", "deferred"]
+    assert peer["mse"] == pytest.approx(0.11) and peer["mse_std"] == pytest.approx(0.0141421356)
+    bridge = lines["bridge", "deferred"]
+    assert bridge["ratio_to_best_peer"] == pytest.approx(0.095 / 0.11)
+    assert bridge["meets_target"]  # 0.864x, and usage >= 99% on both seeds
+    refit = lines["refit", "deferred"]
+    assert not refit["meets_target"]  # lower MSE, but one seed used only 98% of the codes
+    assert not peer["meets_target"]  # a peer arm is the reference, never the winner
+    assert [x["arm"] for x in recipe_search.summarize(rows)][0] == "refit"  # best MSE first
