@@ -26,7 +26,9 @@ def test_beat_peer_at_toy_size(tmp_path, tiny_cifar, monkeypatch):  # noqa: F811
 
 
 def test_search_runs_carry_each_arm_option():
-    runs = {n: c for n, _, c in recipe_search.search_runs("d", "cpu")}
+    ordered = recipe_search.search_runs("d", "cpu")
+    assert [c.seed for _, _, c in ordered[:7]] == [0] * 7  # every arm at seed 0 first
+    runs = {n: c for n, _, c in ordered}
     assert len(runs) == 7 * 3
     by_arm = {n.split("__")[0]: c for n, c in runs.items()}
     assert by_arm["arm=bridge"].train.bridge_steps == 100

@@ -86,12 +86,13 @@ def search_runs(data: str | Path, preset: str, arms: list[str] | None = None) ->
     if unknown:
         raise ValueError(f"unknown arm(s) {unknown}; choose from {list(table)}")
     runs = []
-    for arm in arms or list(table):
-        overrides, strategies = table[arm]
-        base = {**CIFAR_BASE, **p, **overrides, "data.path": str(data)}
-        grid = {"train.strategy": list(strategies), "seed": [str(s) for s in seeds]}
-        for name, assignment, cfg in expand(base, [], grid):
-            runs.append((f"arm={arm}__{name}", {"arm": arm, **assignment}, cfg))
+    for seed in seeds:  # seed-major: a sweep cut short has every arm at the first seeds
+        for arm in arms or list(table):
+            overrides, strategies = table[arm]
+            base = {**CIFAR_BASE, **p, **overrides, "data.path": str(data)}
+            grid = {"train.strategy": list(strategies), "seed": [str(seed)]}
+            for name, assignment, cfg in expand(base, [], grid):
+                runs.append((f"arm={arm}__{name}", {"arm": arm, **assignment}, cfg))
     return runs
 
 
