@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pytest
 from image_fixtures import image_folder
 from test_evaluate_tokenizer import TINY_TOKENIZER_VALUES
 
@@ -68,6 +69,13 @@ def test_replicate_var_at_toy_size(tmp_path, monkeypatch):
     assert "| real data (reference) |" in report
     assert "p=1" in report and "coarse_then_all" in report
     assert (out / "plots" / "per_scale.png").is_file()
+    assert "Why a scale collapses" in report
+    for t in toks:
+        spread = json.loads(
+            (out / "tokenizers" / "runs" / t["run"] / "eval" / "scale_spread.json").read_text()
+        )
+        assert [c["scale"] for c in spread] == [1, 2, 4]
+        assert all(c["second_code"] >= c["nearest_code"] >= 0 for c in spread)
     # everything finished is skipped the second time
     again = replications.replicate("var", out, data=data, progress=False, command="t")
     assert [r["g_fd"] for r in again] == [r["g_fd"] for r in rows]
@@ -92,3 +100,22 @@ def test_var_gpu_preset_builds_valid_configs(tmp_path):
     assert configs[0].vq.scale_list()[-1] == 16 and configs[0].vq.codebook_size == 16384
     priors = prior_runs({"standard": tmp_path / "s.npz", "deferred": tmp_path / "d.npz"}, p)
     assert {c[2].prior.kind for c in priors} == {"var"} and priors[0][2].prior.depth == 16
+
+
+def test_scale_spread_by_hand():
+    import torch
+
+    from vqlab.quantizers.multiscale import MultiScaleQuantizer
+
+    q = MultiScaleQuantizer(2, 4, scales=(1, 2), quant_resi=0.0)
+    q.codebook.data.copy_(torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [5.0, 5.0]]))
+    z = torch.zeros(2, 2, 2, 2)
+    z[0, 0], z[1, 1] = 1.0, 1.0  # image 0 is (1, 0) everywhere, image 1 is (0, 1)
+    coarse, fine = var.scale_spread(q, z)
+    # scale 1: the vectors (1, 0) and (0, 1), each a code; spread sqrt(0.5); 2nd code at 1
+    assert coarse["input_spread"] == pytest.approx(0.5**0.5)
+    assert coarse["nearest_code"] == pytest.approx(0.0, abs=1e-6)
+    assert coarse["second_code"] == pytest.approx(1.0)
+    # scale 2: the constant images are taken whole at scale 1, so every residual is 0
+    assert fine["input_spread"] == pytest.approx(0.0, abs=1e-6)
+    assert fine["second_code"] == pytest.approx(1.0)

@@ -149,7 +149,49 @@ def _tokenizers(out: Path, data, preset: dict, jobs: int, progress: bool) -> tup
         scores = json.loads(done.read_text())
         row.update({k: v for k, v in scores.items() if k not in row and k != "seconds"})
         row.update(ms_init=assignment["vq.ms_init"], folder=run)
+        row["scale_spread"] = _spread_of_run(run, data, limit or 2000)
     return rows, featnet
+
+
+def scale_spread(quantizer, z_e) -> list[dict[str, float]]:
+    """Why a scale collapses, per scale of a multi-scale quantizer on latents z_e (B, D, h, h):
+    ``input_spread``, the RMS distance of its search vectors from their mean (how much what it
+    quantizes varies over images and positions), beside ``nearest_code`` and ``second_code``,
+    the mean distances to the nearest and second-nearest code. An input spread far below the
+    gap between the two means every vector of the scale lands on the same code."""
+    import torch
+
+    out = []
+    codebook = quantizer.codebook.float()
+    for side, v in zip(quantizer.scales, quantizer.search_vectors(z_e)):
+        flat = v.reshape(-1, v.shape[-1])
+        spread = (flat - flat.mean(0)).pow(2).sum(1).mean().sqrt()
+        two = torch.cdist(flat, codebook).topk(2, largest=False).values.mean(0)
+        out.append(
+            {"scale": int(side), "input_spread": float(spread),
+             "nearest_code": float(two[0]), "second_code": float(two[1])}
+        )  # fmt: skip
+    return out
+
+
+def _spread_of_run(run: Path, data, limit: int) -> list[dict[str, float]]:
+    """:func:`scale_spread` of a tokenizer run on its first ``limit`` test images (cached in
+    ``eval/scale_spread.json``)."""
+    import dataclasses
+
+    import torch
+
+    from vqlab.data.dataset import load_dataset
+    from vqlab.tokenizer import Tokenizer
+
+    cached = run / "eval" / "scale_spread.json"
+    if not cached.is_file():
+        tok = Tokenizer.from_pretrained(run)
+        cfg = dataclasses.replace(tok.config.data, path=str(data), test_limit=limit)
+        with torch.no_grad():
+            z_e = tok.model.encoder(load_dataset(cfg, 0).test_x.to(tok.device))
+        cached.write_text(json.dumps(scale_spread(tok.model.quantizer, z_e), indent=2))
+    return json.loads(cached.read_text())
 
 
 def scale_rows(tok_rows: list[dict]) -> list[dict]:
@@ -270,6 +312,42 @@ def _scale_table(tok_rows: list[dict], rows: list[dict], p: dict) -> str:
     return markdown_table(table, ["tokenizer", *(f"p={s}" for s in sides)])
 
 
+def _spread_table(tok_rows: list[dict], p: dict) -> str:
+    """Per tokenizer and scale: input spread / nearest-code / second-code distance."""
+    sides = [int(s) for s in p["scales"].split(",")]
+    table = []
+    for r in tok_rows:
+        cells = {c["scale"]: c for c in r.get("scale_spread") or []}
+        row = {"tokenizer": f"{r['strategy']}, {r['ms_init']}"}
+        for side in sides:
+            c = cells.get(side)
+            row[f"p={side}"] = (
+                f"{c['input_spread']:.3f} / {c['nearest_code']:.3f} / {c['second_code']:.3f}"
+                if c
+                else ""
+            )
+        table.append(row)
+    return markdown_table(table, ["tokenizer", *(f"p={s}" for s in sides)])
+
+
+def _coarse_finding(tok_rows: list[dict]) -> list[str]:
+    """The coarsest scale of each tokenizer: one code for all, and why (the spread)."""
+    lines = []
+    for r in tok_rows:
+        per, spread = r.get("per_scale") or [], r.get("scale_spread") or []
+        if not (per and spread):
+            continue
+        c, s = per[0], spread[0]
+        lines.append(
+            f"- {r['strategy']}, {r['ms_init']}: at p={c['scale']} {c['perplexity']:.1f} "
+            f"effective codes ({c['usage'] * r.get('codebook_size', 0):.0f} used); "
+            f"its inputs spread {s['input_spread']:.3f} around their mean, against "
+            f"{s['nearest_code']:.3f} to the nearest and {s['second_code']:.3f} to the "
+            "second-nearest code."
+        )
+    return lines
+
+
 def _findings(tok_rows: list[dict], rows: list[dict], p: dict) -> list[str]:
     by = {(r["strategy"], r["ms_init"]): r for r in tok_rows}
     lines = []
@@ -320,6 +398,15 @@ def _write_report(
         _scale_table(tok_rows, rows, p),
         "",
         "![per scale](plots/per_scale.png)",
+        "",
+        "Why a scale collapses: what each scale quantizes (the area-downsampled latent at the "
+        "coarsest, residuals after) spreads around its mean by the first number (RMS, test "
+        "images), against the mean distance to the nearest and the second-nearest code. A "
+        "spread far below the second distance means one code takes the whole scale:",
+        "",
+        _spread_table(tok_rows, p),
+        "",
+        *_coarse_finding(tok_rows),
         "",
         f"## Generation (VAR priors over the `ms_init={p['prior_init']}` tokenizers)",
         "",

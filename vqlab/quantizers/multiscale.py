@@ -285,6 +285,12 @@ class MultiScaleQuantizer(nn.Module):
             searched.append(flat.reshape(z.shape[0], p * p, self.dim))
         return levels, contributions, searched
 
+    @torch.no_grad()
+    def search_vectors(self, z_e: torch.Tensor) -> list[torch.Tensor]:
+        """What each scale searches the codebook with, for latents z_e: one (B, p_k^2, D) fp32
+        tensor per scale, coarse first (the area-downsampled latent, then residuals)."""
+        return self._residual_pass(self._to_channel_first(z_e).float(), self.codebook)[2]
+
     def forward(self, z_e: torch.Tensor) -> MultiScaleOutput:
         """z_e (B, D, h, h) (channel_dim=1) -> MultiScaleOutput. Runs in fp32 under autocast."""
         z_in = self._to_channel_first(z_e)
