@@ -158,9 +158,13 @@ def test_replicate_generation_at_toy_size(tmp_path, monkeypatch):
     ref = json.loads((out / "samples" / "reference.json").read_text())
     assert ref["class_consistency"] is not None and ref["g_fd"] >= 0
     assert "| real data (reference) |" in report
-    # everything finished is skipped the second time
+    # everything finished is skipped the second time, and the stage times are kept
+    first = json.loads((out / "timing.json").read_text())
+    assert set(first) == {"tokenizers", "tokenize", "priors", "sample and score"}
     again = replications.replicate("generation", out, data=data, progress=False, command="t")
     assert [r["g_fd"] for r in again] == [r["g_fd"] for r in rows]
+    assert json.loads((out / "timing.json").read_text()) == first
+    assert "deferred tokenizer's training (its run)" in (out / "report.md").read_text()
 
 
 def test_gpu_presets_build_valid_configs_at_the_papers_scale(tmp_path):

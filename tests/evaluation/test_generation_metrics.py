@@ -45,3 +45,21 @@ def test_real_reference_without_labels_has_no_class_consistency(net_and_images):
     net, images, other, _ = net_and_images
     ref = real_reference(images, None, other, net, pairs=100)
     assert ref["class_consistency"] is None and ref["pixel_distance"] > 0
+
+
+def test_generation_findings_by_hand():
+    from vqlab.experiments.generation import findings
+
+    def row(tok, g_fd, pd, ppl):
+        return {"tokenizer": tok, "g_fd": g_fd, "pixel_distance": pd,
+                "sample_perplexity": ppl, "real_perplexity": 2 * ppl}  # fmt: skip
+
+    rows = [row("standard", 10.0, 92.0, 300), row("standard", 10.2, 92.0, 300),
+            row("deferred", 9.0, 86.0, 600), row("deferred", 9.4, 86.0, 600)]  # fmt: skip
+    lines = findings(rows, {"pixel_distance": 87.0})
+    # means 10.1 and 9.2: gap 0.9 against a widest seed range of 0.4
+    assert lines[0].endswith("deferred lower by 0.900; the widest seed-to-seed range of one "
+                             "tokenizer is 0.400 (the gap is larger).")  # fmt: skip
+    assert "The higher value is standard's, 5.0 above the real images" in lines[1]
+    assert "perplexity 300 (standard) vs 600 (deferred), against 600 and 1200" in lines[2]
+    assert findings(rows[2:], {})[0].startswith("- A tokenizer has no finished prior")

@@ -170,6 +170,10 @@ def replicate_generation(
     timing["sample and score"] = time.perf_counter() - t0 - sum(timing.values())
     write_results(out / "results.csv", rows)
     seconds = time.perf_counter() - t0
+    timing = stage_times(out, timing)
+    for strategy, run in tokenizers.items():  # trained here or reused: their own seconds
+        done = json.loads((run / "summary.json").read_text())
+        timing[f"{strategy} tokenizer's training (its run)"] = float(done.get("seconds", 0.0))
     _write_report(out, rows, reference, p, preset, jobs, timing, command, seconds, data)
     return rows
 
@@ -246,6 +250,61 @@ def mean_std(rows: list[dict], strategy: str, key: str) -> str:
     return f"{np.mean(vals):.3f} ± {np.std(vals, ddof=1):.3f}"
 
 
+def stage_times(out: Path, timing: dict[str, float]) -> dict[str, float]:
+    """Each stage's wall time from the invocation that did its work: ``out/timing.json`` keeps
+    the longest time seen per stage, since an invocation that finds a stage finished only
+    checks it (seconds) and must not overwrite the time it took."""
+    path = out / "timing.json"
+    seen = json.loads(path.read_text()) if path.is_file() else {}
+    merged = {k: max(v, float(seen.get(k, 0.0))) for k, v in timing.items()}
+    path.write_text(json.dumps(merged, indent=2))
+    return merged
+
+
+def _values(rows: list[dict], strategy: str, key: str) -> list[float]:
+    return [r[key] for r in rows if r.get("tokenizer") == strategy and r.get(key) is not None]
+
+
+def findings(rows: list[dict], reference: dict) -> list[str]:
+    """What the table says, in words: g-FD (with the seeds' spread), pixel distance against
+    the real images' own, and the token diversity of the samples."""
+    s = {k: _values(rows, "standard", k) for k in METRICS}
+    d = {k: _values(rows, "deferred", k) for k in METRICS}
+    if not (s["g_fd"] and d["g_fd"]):
+        return ["- A tokenizer has no finished prior; see results.csv."]
+
+    def mean(v):
+        return float(np.mean(v))
+
+    gap = mean(s["g_fd"]) - mean(d["g_fd"])
+    spread = max(np.ptp(s["g_fd"]), np.ptp(d["g_fd"]))
+    lines = [
+        f"- g-FD: {mean(s['g_fd']):.3f} (standard) vs {mean(d['g_fd']):.3f} (deferred), "
+        f"{'deferred' if gap > 0 else 'standard'} lower by {abs(gap):.3f}; the widest "
+        f"seed-to-seed range of one tokenizer is {spread:.3f}"
+        + (" (the gap is larger)." if abs(gap) > spread else " (the gap is within it)."),
+    ]
+    real = reference.get("pixel_distance")
+    pd_s, pd_d = mean(s["pixel_distance"]), mean(d["pixel_distance"])
+    if real is not None:
+        lines.append(
+            f"- Pixel distance: {pd_s:.1f} (standard) vs {pd_d:.1f} (deferred); real test "
+            f"images score {real:.1f}. The higher value is "
+            f"{'standard' if pd_s > pd_d else 'deferred'}'s, "
+            f"{abs(max(pd_s, pd_d) - real):.1f} {'above' if max(pd_s, pd_d) > real else 'below'} "
+            "the real images: pairwise pixel distance grows with noise as well as with "
+            "diversity, so read it against the real value."
+        )
+    if s["sample_perplexity"] and d["sample_perplexity"]:
+        lines.append(
+            f"- Token diversity of the samples: perplexity {mean(s['sample_perplexity']):.0f} "
+            f"(standard) vs {mean(d['sample_perplexity']):.0f} (deferred), against "
+            f"{mean(s['real_perplexity']):.0f} and {mean(d['real_perplexity']):.0f} for the "
+            "real test ids of each tokenizer."
+        )
+    return lines
+
+
 def _write_report(out, rows, reference, p, preset, jobs, timing, command, seconds, data) -> None:
     table = [
         {"strategy": s, **{k: mean_std(rows, s, k) for k in METRICS}}
@@ -264,6 +323,8 @@ def _write_report(out, rows, reference, p, preset, jobs, timing, command, second
         "last row scores real images: g-FD/g-KD of N train against the N test images (the "
         "real-against-real floor), and the test images' own pixel distance and class "
         "consistency (the featnet's accuracy on them).",
+        "",
+        *findings(rows, reference),
         "",
         markdown_table(table, ["strategy", *METRICS]),
         "",
@@ -288,7 +349,10 @@ def _write_report(out, rows, reference, p, preset, jobs, timing, command, second
         "`../shared/data/cifar10`: the JPEG re-encoded copy)",
         "- prior: " + ", ".join(f"`{k}={v}`" for k, v in p["prior"].items()),
         "- sampler: " + ", ".join(f"`{s}`" for s in p["sample"]) + ", `sample.cfg=0`",
-        "- wall time by stage: " + ", ".join(f"{k} {v / 60:.1f} min" for k, v in timing.items()),
+        "- wall time by stage (from the invocation that did it; `timing.json`): "
+        + ", ".join(f"{k} {v / 60:.1f} min" for k, v in timing.items())
+        + "; compute summed over the runs: priors "
+        + f"{sum(float(r.get('seconds') or 0) for r in rows) / 60:.1f} min",
         provenance(command or "vqlab replicate generation", seconds),
         "",
     ]

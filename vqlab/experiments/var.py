@@ -26,10 +26,12 @@ from typing import Any
 import numpy as np
 
 from vqlab.experiments.generation import (
+    findings,
     mean_std,
     prior_runs,
     reference_row,
     sample_and_score,
+    stage_times,
     tokenize_all,
 )
 from vqlab.experiments.markdown import markdown_table, provenance
@@ -245,6 +247,7 @@ def replicate_var(
     write_results(out / "tokenizers.csv", [_flat(r) for r in tok_rows])
     _plots(out, tok_rows, rows)
     seconds = time.perf_counter() - t0
+    timing = stage_times(out, timing)
     _write_report(out, tok_rows, rows, reference, p, preset, jobs, timing, command, seconds, data)
     return rows
 
@@ -417,6 +420,8 @@ def _write_report(
         "against the N test images (the real-against-real floor), and the test images' own "
         "pixel distance and class consistency.",
         "",
+        *findings(rows, reference),
+        "",
         markdown_table(gen, ["strategy", *METRICS]),
         "",
         "The papers' numbers (ImageNet-100, 128 px, K=16384, Inception FID) for orientation "
@@ -442,7 +447,11 @@ def _write_report(
         "`../shared/data/cifar10`: the JPEG re-encoded copy)",
         "- prior: " + ", ".join(f"`{k}={v}`" for k, v in p["prior"].items()),
         "- sampler: " + ", ".join(f"`{s}`" for s in p["sample"]),
-        "- wall time by stage: " + ", ".join(f"{k} {v / 60:.1f} min" for k, v in timing.items()),
+        "- wall time by stage (from the invocation that did it; `timing.json`): "
+        + ", ".join(f"{k} {v / 60:.1f} min" for k, v in timing.items())
+        + "; compute summed over the runs: tokenizers "
+        + f"{sum(float(r.get('seconds') or 0) for r in tok_rows) / 60:.1f} min, priors "
+        + f"{sum(float(r.get('seconds') or 0) for r in rows) / 60:.1f} min",
         provenance(command or "vqlab replicate var", seconds),
         "",
     ]
