@@ -114,23 +114,25 @@ TINY_TOKENIZER_VALUES = [
     ("data.test_limit", 0),
 ]
 
+# the tokenizer replication's cpu preset at toy size, for the experiments built on it
+TOY_TOKENIZER_PRESET = {
+    **dict(TINY_TOKENIZER_VALUES),
+    "loss.perceptual": 0.1,
+    "sizes": [8],
+    "gan_size": 8,
+    "loss.gan": 0.1,
+    "loss.disc_layers": 1,
+    "featnet_steps": 3,
+    "percepnet_steps": 3,
+}
+
 
 def test_replicate_generation_at_toy_size(tmp_path, monkeypatch):
     from vqlab.experiments import generation
 
     monkeypatch.setenv("VQLAB_CACHE", str(tmp_path / "cache"))
     data = image_folder(tmp_path / "cifar", classes=("airplane", "automobile"))
-    toy_tok = {
-        **dict(TINY_TOKENIZER_VALUES),
-        "loss.perceptual": 0.1,
-        "sizes": [8],
-        "gan_size": 8,
-        "loss.gan": 0.1,
-        "loss.disc_layers": 1,
-        "featnet_steps": 3,
-        "percepnet_steps": 3,
-    }
-    monkeypatch.setitem(tokenizer.TOKENIZER_PRESETS, "cpu", toy_tok)
+    monkeypatch.setitem(tokenizer.TOKENIZER_PRESETS, "cpu", TOY_TOKENIZER_PRESET)
     prior = {
         "prior.depth": 1,
         "prior.width": 32,

@@ -5,24 +5,14 @@ import json
 import numpy as np
 import pytest
 from image_fixtures import image_folder
-from test_evaluate_tokenizer import TINY_TOKENIZER_VALUES
+from test_evaluate_tokenizer import TOY_TOKENIZER_PRESET
 
 from vqlab.experiments import replications, tokenizer, var
 from vqlab.experiments.results import read_results
 
 
 def _toy(monkeypatch):
-    toy_tok = {
-        **dict(TINY_TOKENIZER_VALUES),
-        "loss.perceptual": 0.1,
-        "sizes": [8],
-        "gan_size": 8,
-        "loss.gan": 0.1,
-        "loss.disc_layers": 1,
-        "featnet_steps": 3,
-        "percepnet_steps": 3,
-    }
-    monkeypatch.setitem(tokenizer.TOKENIZER_PRESETS, "cpu", toy_tok)
+    monkeypatch.setitem(tokenizer.TOKENIZER_PRESETS, "cpu", TOY_TOKENIZER_PRESET)
     prior = {
         "prior.kind": "var",
         "prior.depth": 1,
