@@ -26,38 +26,26 @@ CIFAR_BASE: dict[str, Any] = {
     "vq.decay": 0.99,
     "vq.init": "kmeans",
 }
+_CPU: dict[str, Any] = {  # a small model, few steps, 2,000 test images
+    "model.width": 16,
+    "train.batch_size": 64,
+    "train.steps": 1000,
+    "train.pretrain_steps": 500,
+    "train.lr": 5e-4,
+    "train.eval_every": 250,
+    "train.log_every": 50,
+    "vq.init_samples": 32768,
+    "vq.kmeans_iters": 10,
+    "data.test_limit": 2000,
+}
 CIFAR_PRESETS: dict[str, dict[str, Any]] = {
-    # ~30 min on 2 CPU cores: a small model, few steps, K up to 4096, 2,000 test images
-    "cpu": {
-        "model.width": 16,
-        "train.batch_size": 64,
-        "train.steps": 1000,
-        "train.pretrain_steps": 500,
-        "train.lr": 5e-4,
-        "train.eval_every": 250,
-        "train.log_every": 50,
-        "vq.init_samples": 32768,
-        "vq.kmeans_iters": 10,
-        "data.test_limit": 2000,
-        "sizes": [256, 1024, 4096],
-    },
+    # ~30 min on 2 CPU cores: K up to 4096
+    "cpu": {**_CPU, "sizes": [256, 1024, 4096]},
     # the papers' full trend on 2 CPU cores, ~3 hours with --jobs 2: the cpu preset's model and
     # budget at K = 2^4 .. 2^16; the k-means sample grows to 2 K vectors where K passes 16384
     # (k-means needs at least one per code). Estimated per run on one core: ~7 min at K <= 4096
     # (the cpu preset's runs), ~30 at 65536 (the search and k-means grow with K)
-    "cpu-wide": {
-        "model.width": 16,
-        "train.batch_size": 64,
-        "train.steps": 1000,
-        "train.pretrain_steps": 500,
-        "train.lr": 5e-4,
-        "train.eval_every": 250,
-        "train.log_every": 50,
-        "vq.init_samples": 32768,
-        "vq.kmeans_iters": 10,
-        "data.test_limit": 2000,
-        "sizes": [2**p for p in range(4, 17)],
-    },
+    "cpu-wide": {**_CPU, "sizes": [2**p for p in range(4, 17)]},
     # one H100, a few minutes a run: the reference run's scale (D=64, 8x8, batch 256, 4000 steps)
     "gpu": {
         "model.width": 64,
