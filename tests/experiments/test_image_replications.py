@@ -186,3 +186,18 @@ def test_cifar_trend_findings_by_hand():
     assert lines[0].startswith("- Standard has the lower test MSE at K = 16 of the 3 sizes")
     assert "grows 1.20x for standard (500 -> 600) and 5.00x for deferred" in lines[1]
     assert cifar._trend(by, [16, 8192]) == []  # too few sizes for a trend
+
+
+def test_sweep_image_runs_refuses_a_missing_peer_before_any_run(tmp_path, tiny_cifar, monkeypatch):
+    from vqlab.experiments import recipes
+    from vqlab.quantizers import peer
+
+    def missing():
+        raise peer.MissingDependency("vector-quantize-pytorch is not installed")
+
+    monkeypatch.setattr(peer, "load_peer", missing)
+    monkeypatch.setitem(recipes.PRESETS, "cpu", {**TINY_CONV, "sizes": [8]})
+    runs = recipes.recipe_runs(tiny_cifar, "cpu", ["plain", "peer_restart"])
+    with pytest.raises(peer.MissingDependency, match="not installed"):
+        recipes.sweep_image_runs(runs, tmp_path / "o", progress=False)
+    assert not (tmp_path / "o").exists()  # no run started

@@ -28,9 +28,9 @@ import numpy as np
 from vqlab.experiments.cifar import CIFAR_BASE
 from vqlab.experiments.markdown import markdown_table, provenance
 from vqlab.experiments.recipes import PRESETS as RECIPE_PRESETS
-from vqlab.experiments.recipes import RESTART_THRESHOLD
+from vqlab.experiments.recipes import RESTART_THRESHOLD, sweep_image_runs
 from vqlab.experiments.results import write_results
-from vqlab.experiments.sweep import expand, run_sweep
+from vqlab.experiments.sweep import expand
 
 PEER = {"vq.impl": "vector_quantize_pytorch", "vq.dead_code_threshold": RESTART_THRESHOLD}
 RESTART = {"vq.dead_code_threshold": RESTART_THRESHOLD}
@@ -142,16 +142,9 @@ def replicate_beat_peer(
     """Every arm of the module docstring over the preset's seeds -> report.md, results.csv."""
     if data is None:
         raise FileNotFoundError("replicate beat-peer needs --data (a CIFAR-10 folder or zip)")
-    from vqlab.quantizers.peer import load_peer
-
     runs = search_runs(data, preset, arms)
-    if any(cfg.vq.impl != "vqlab" for _, _, cfg in runs):
-        load_peer()  # refuse at once, not after an hour of the other arms
     t0, out = time.perf_counter(), Path(out)
-    from vqlab.data.dataset import load_dataset
-
-    load_dataset(runs[0][2].data, seed=0)  # decode once, before the workers share the cache
-    rows = run_sweep(runs, out, jobs=jobs, progress=progress, command=command)
+    rows = sweep_image_runs(runs, out, jobs=jobs, progress=progress, command=command)
     for row, (_, assignment, _) in zip(rows, runs):
         row["arm"], row["seed"] = assignment["arm"], int(assignment["seed"])
         row.setdefault("strategy", assignment["train.strategy"])

@@ -142,6 +142,20 @@ def _table_by_size(rows: list[dict[str, Any]]) -> str:
     return markdown_table(out, cols)
 
 
+def sweep_image_runs(runs: list, out: Path, **sweep: Any) -> list[dict[str, Any]]:
+    """:func:`run_sweep` of CIFAR runs: the peer library is checked at once if an arm needs it
+    (not after an hour of the other arms), and the images are decoded once, before the
+    workers share the cache."""
+    from vqlab.data.dataset import load_dataset
+
+    if any(cfg.vq.impl != "vqlab" for _, _, cfg in runs):
+        from vqlab.quantizers.peer import load_peer
+
+        load_peer()
+    load_dataset(runs[0][2].data, seed=0)
+    return run_sweep(runs, out, **sweep)
+
+
 def replicate_recipes(
     out: str | Path,
     *,
@@ -155,17 +169,10 @@ def replicate_recipes(
     """Every recipe arm on CIFAR-10 at the preset's codebook sizes -> report.md, results.csv."""
     if data is None:
         raise FileNotFoundError("replicate recipes needs --data (a CIFAR-10 folder or zip)")
-    if any(ARMS[a][0].get("vq.impl") for a in arms or ARMS):
-        from vqlab.quantizers.peer import load_peer
-
-        load_peer()  # refuse at once, not after an hour of the other arms
     t0 = time.perf_counter()
     out = Path(out)
     runs = recipe_runs(data, preset, arms)
-    from vqlab.data.dataset import load_dataset
-
-    load_dataset(runs[0][2].data, seed=0)  # decode once, before the workers share the cache
-    rows = run_sweep(runs, out, jobs=jobs, progress=progress, command=command)
+    rows = sweep_image_runs(runs, out, jobs=jobs, progress=progress, command=command)
     for row, (_, assignment, _) in zip(rows, runs):
         row["recipe"] = assignment["recipe"]
         row.setdefault("strategy", assignment["train.strategy"])
