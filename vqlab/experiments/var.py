@@ -40,8 +40,8 @@ from vqlab.experiments.sweep import RUNS_DIR, expand, run_sweep
 from vqlab.experiments.tokenizer import TOKENIZER_PRESETS, _feature_nets, tokenizer_runs
 
 VAR_PRESETS: dict[str, dict[str, Any]] = {
-    # ~2.5 hours on 2 CPU cores: 4 tokenizers (~30 min with their evaluation and
-    # tokenizing), 4 VAR priors (~85 min), sampling
+    # measured: 2.3 hours on 2 CPU cores with --jobs 2 (half of it beside another experiment):
+    # 4 tokenizers 38 min, tokenizing 10 min, 4 VAR priors 86 min, sampling and scoring 1 min
     "cpu": {
         "tokenizer_preset": "cpu",
         "codebook_size": 1024,
