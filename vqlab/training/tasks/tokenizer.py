@@ -119,8 +119,10 @@ class TokenizerTask:
         # quantizer's own NaN/Inf input check would instead raise mid-forward, and under DDP on
         # one rank only, leaving the others waiting in a collective.
         blend = self.schedule.blend(step) if quantize else 1.0
+        # blend only while the bridge is on: models with forward(x, quantize=) keep working
+        bridge = {"blend": blend} if blend < 1 else {}
         with value_checks(False):
-            out = self.net(x, quantize=quantize, blend=blend)
+            out = self.net(x, quantize=quantize, **bridge)
         recon_loss = F.mse_loss(out.recon, x)
         loss = recon_loss + (out.vq.loss if out.vq is not None else 0.0)
         terms = {"recon_loss": recon_loss}
