@@ -7,6 +7,7 @@ import pytest
 from image_fixtures import image_folder
 from test_evaluate_tokenizer import TOY_TOKENIZER_PRESET
 
+from vqlab.evaluation.generation import token_usage
 from vqlab.experiments import replications, tokenizer, var
 from vqlab.experiments.results import read_results
 
@@ -41,8 +42,12 @@ def test_replicate_var_at_toy_size(tmp_path, monkeypatch):
     for r in rows:
         assert r["g_fd"] >= 0 and r["pixel_distance"] > 0 and 0 <= r["class_consistency"] <= 1
         assert r["r_fd"] >= 0 and 1 <= r["sample_perplexity"] <= 8
-        # per-scale perplexity of the samples: a 1x1 scale has at most min(8, N) distinct codes
-        assert 1 <= r["sample_perplexity_p1"] <= 8 and 1 <= r["sample_perplexity_p4"] <= 8
+        # per-scale perplexity of the samples, recomputed from the ids of each scale's block
+        drawn = np.load(out / "samples" / r["run"] / "samples.npz")["ids"]
+        for side, (a, b) in ((1, (0, 1)), (2, (1, 5)), (4, (5, 21))):
+            assert r[f"sample_perplexity_p{side}"] == pytest.approx(
+                token_usage(drawn[:, a:b], 8)[1]
+            )
     ids = np.load(out / "samples" / rows[0]["run"] / "samples.npz")["ids"]
     assert ids.shape == (8, 1 + 4 + 16) and ids.max() < 8
     # the tokenizer table: both strategies x both init ways, per-scale columns from evaluate
@@ -50,8 +55,11 @@ def test_replicate_var_at_toy_size(tmp_path, monkeypatch):
     assert {(t["strategy"], t["ms_init"]) for t in toks} == {
         (s, w) for s in ("standard", "deferred") for w in ("finest", "coarse_then_all")
     }
-    for t in toks:
-        assert 1 <= float(t["perplexity_p1"]) <= 8 and 0 < float(t["usage_p4"]) <= 1
+    for t in toks:  # the csv's per-scale columns are the evaluation's per_scale entries
+        ev = json.loads((out / "tokenizers" / "runs" / t["run"] / "eval" / "eval.json").read_text())
+        per = {c["scale"]: c for c in ev["per_scale"]}
+        assert float(t["perplexity_p1"]) == pytest.approx(per[1]["perplexity"])
+        assert float(t["usage_p4"]) == pytest.approx(per[4]["usage"])
     report = (out / "report.md").read_text()
     assert "not FID" in report and "±" in report and "papers (ImageNet-100)" in report
     ref = json.loads((out / "samples" / "reference.json").read_text())
