@@ -201,3 +201,11 @@ def test_sweep_image_runs_refuses_a_missing_peer_before_any_run(tmp_path, tiny_c
     with pytest.raises(peer.MissingDependency, match="not installed"):
         recipes.sweep_image_runs(runs, tmp_path / "o", progress=False)
     assert not (tmp_path / "o").exists()  # no run started
+
+
+def test_every_replication_names_its_presets_and_needs_data_in_one_line(tmp_path):
+    for name in ("cifar10", "tokenizer", "generation", "var", "recipes", "beat-peer"):
+        with pytest.raises(FileNotFoundError, match=f"replicate {name} needs --data"):
+            replications.replicate(name, tmp_path / name, data=None, progress=False)
+        with pytest.raises(ValueError, match=r"preset='h100'; choose one of \['cpu'"):
+            replications.replicate(name, tmp_path / name, data=tmp_path, preset="h100")

@@ -12,7 +12,7 @@ from typing import Any
 
 from vqlab.experiments.markdown import markdown_table, provenance
 from vqlab.experiments.plots import plot_against
-from vqlab.experiments.sweep import expand, run_sweep
+from vqlab.experiments.sweep import check_preset, expand, run_sweep
 from vqlab.experiments.synthetic import SYNTHETIC_BASE
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -71,8 +71,7 @@ def replicate_capacity(
     command: str = "",
 ) -> list[dict[str, Any]]:
     """Encoder capacity sweep -> results.csv, plots against width, report.md."""
-    if preset not in PRESETS:
-        raise ValueError(f"preset={preset!r}; choose one of {list(PRESETS)}")
+    check_preset(preset, PRESETS)
     t0 = time.perf_counter()
     out = Path(out)
     rows = run_sweep(capacity_runs(preset, data), out, jobs=jobs, progress=progress,

@@ -13,7 +13,7 @@ from typing import Any
 
 from vqlab.experiments.markdown import markdown_table, provenance
 from vqlab.experiments.plots import plot_over_training, plot_vs_codebook_size
-from vqlab.experiments.sweep import RUNS_DIR, expand, run_name, run_sweep
+from vqlab.experiments.sweep import RUNS_DIR, check_preset, expand, need_data, run_name, run_sweep
 
 # Sizes, widths and steps are [open] in the papers; these are vqlab's choices, stated in reports.
 CIFAR_BASE: dict[str, Any] = {
@@ -74,8 +74,7 @@ def cifar_runs(data: str | Path, preset: str) -> list:
 
     Where K exceeds half the preset's ``vq.init_samples``, that run's k-means sample is 2 K
     vectors instead (the encoder gives 64 per image, so it is always there to draw)."""
-    if preset not in CIFAR_PRESETS:
-        raise ValueError(f"preset={preset!r}; choose one of {list(CIFAR_PRESETS)}")
+    check_preset(preset, CIFAR_PRESETS)
     p = dict(CIFAR_PRESETS[preset])
     sizes = p.pop("sizes")
     base = {**CIFAR_BASE, **p, "data.path": str(data)}
@@ -143,8 +142,7 @@ def replicate_cifar10(
     command: str = "",
 ) -> list[dict[str, Any]]:
     """Standard vs deferred on CIFAR-10 over codebook sizes; report.md, results.csv, plots/."""
-    if data is None:
-        raise FileNotFoundError("replicate cifar10 needs --data (a CIFAR-10 folder or zip)")
+    need_data("cifar10", data)
     t0 = time.perf_counter()
     out = Path(out)
     runs, base, sizes = cifar_runs(data, preset)

@@ -25,7 +25,7 @@ import numpy as np
 from vqlab.config import build_config
 from vqlab.experiments.markdown import markdown_table, provenance
 from vqlab.experiments.results import write_results
-from vqlab.experiments.sweep import RUNS_DIR, run_sweep
+from vqlab.experiments.sweep import RUNS_DIR, check_preset, need_data, run_sweep
 from vqlab.experiments.tokenizer import TOKENIZER_PRESETS, _feature_nets, tokenizer_runs
 
 GENERATION_PRESETS: dict[str, dict[str, Any]] = {
@@ -153,10 +153,8 @@ def replicate_generation(
     command: str = "",
 ) -> list[dict[str, Any]]:
     """The experiment of the module docstring: report.md, results.csv, plots/."""
-    if data is None:
-        raise FileNotFoundError("replicate generation needs --data (a CIFAR-10 folder or zip)")
-    if preset not in GENERATION_PRESETS:
-        raise ValueError(f"preset={preset!r}; choose one of {list(GENERATION_PRESETS)}")
+    need_data("generation", data)
+    check_preset(preset, GENERATION_PRESETS)
     t0, out, p = time.perf_counter(), Path(out), GENERATION_PRESETS[preset]
     out.mkdir(parents=True, exist_ok=True)
     timing: dict[str, float] = {}

@@ -14,7 +14,7 @@ from typing import Any
 
 from vqlab.experiments.markdown import markdown_table, provenance
 from vqlab.experiments.plots import plot_bars
-from vqlab.experiments.sweep import expand, run_sweep
+from vqlab.experiments.sweep import check_preset, expand, run_sweep
 from vqlab.experiments.synthetic import SYNTHETIC_BASE
 
 ARMS = [
@@ -62,8 +62,7 @@ def replicate_init(
     command: str = "",
 ) -> list[dict[str, Any]]:
     """Every init arm on the synthetic mixture (and CIFAR-10 with ``--data``) -> report.md."""
-    if preset not in STEPS:
-        raise ValueError(f"preset={preset!r}; choose one of {list(STEPS)}")
+    check_preset(preset, STEPS)
     t0 = time.perf_counter()
     out = Path(out)
     runs = init_runs(preset, data)

@@ -30,7 +30,7 @@ from vqlab.experiments.markdown import markdown_table, provenance
 from vqlab.experiments.recipes import PRESETS as RECIPE_PRESETS
 from vqlab.experiments.recipes import RESTART_THRESHOLD, sweep_image_runs
 from vqlab.experiments.results import write_results
-from vqlab.experiments.sweep import expand
+from vqlab.experiments.sweep import check_preset, expand, need_data
 
 PEER = {"vq.impl": "vector_quantize_pytorch", "vq.dead_code_threshold": RESTART_THRESHOLD}
 RESTART = {"vq.dead_code_threshold": RESTART_THRESHOLD}
@@ -77,8 +77,7 @@ RUN_COLUMNS = ["status", "arm", "strategy", "seed", "recon_mse", "usage", "perpl
 
 def search_runs(data: str | Path, preset: str, arms: list[str] | None = None) -> list:
     """(name, assignment, config) of every arm x strategy x seed; validated before any run."""
-    if preset not in SEARCH_PRESETS:
-        raise ValueError(f"preset={preset!r}; choose one of {list(SEARCH_PRESETS)}")
+    check_preset(preset, SEARCH_PRESETS)
     p = dict(SEARCH_PRESETS[preset])
     seeds, bridge, refit = p.pop("seeds"), p.pop("bridge_steps"), p.pop("refit_at")
     table = _arms(bridge, refit)
@@ -140,8 +139,7 @@ def replicate_beat_peer(
     arms: list[str] | None = None,
 ) -> list[dict[str, Any]]:
     """Every arm of the module docstring over the preset's seeds -> report.md, results.csv."""
-    if data is None:
-        raise FileNotFoundError("replicate beat-peer needs --data (a CIFAR-10 folder or zip)")
+    need_data("beat-peer", data)
     runs = search_runs(data, preset, arms)
     t0, out = time.perf_counter(), Path(out)
     rows = sweep_image_runs(runs, out, jobs=jobs, progress=progress, command=command)

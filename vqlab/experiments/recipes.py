@@ -29,7 +29,7 @@ from vqlab.experiments.cifar import CIFAR_BASE, CIFAR_PRESETS
 from vqlab.experiments.markdown import markdown_table, provenance
 from vqlab.experiments.plots import plot_bars
 from vqlab.experiments.results import write_results
-from vqlab.experiments.sweep import expand, run_sweep
+from vqlab.experiments.sweep import check_preset, expand, need_data, run_sweep
 
 RESTART_THRESHOLD = 2.0  # the issue's reference run (vector-quantize-pytorch, threshold 2)
 CODE_DIM = 8
@@ -83,8 +83,7 @@ COLUMNS = ["status", "recipe", "strategy", "codebook_size", "codes", "recon_mse"
 
 def recipe_runs(data: str | Path, preset: str, arms: list[str] | None = None) -> list:
     """(name, assignment, config) for every arm x strategy x K; validated before any run."""
-    if preset not in PRESETS:
-        raise ValueError(f"preset={preset!r}; choose one of {list(PRESETS)}")
+    check_preset(preset, PRESETS)
     unknown = sorted(set(arms or []) - set(ARMS))
     if unknown:
         raise ValueError(f"unknown recipe arm(s) {unknown}; choose from {list(ARMS)}")
@@ -167,8 +166,7 @@ def replicate_recipes(
     arms: list[str] | None = None,
 ) -> list[dict[str, Any]]:
     """Every recipe arm on CIFAR-10 at the preset's codebook sizes -> report.md, results.csv."""
-    if data is None:
-        raise FileNotFoundError("replicate recipes needs --data (a CIFAR-10 folder or zip)")
+    need_data("recipes", data)
     t0 = time.perf_counter()
     out = Path(out)
     runs = recipe_runs(data, preset, arms)

@@ -28,6 +28,18 @@ from vqlab.experiments.results import write_results
 RUNS_DIR = "runs"
 
 
+def need_data(name: str, data: object) -> None:
+    """A replication on CIFAR-10 refuses to start without ``--data``."""
+    if data is None:
+        raise FileNotFoundError(f"replicate {name} needs --data (a CIFAR-10 folder or zip)")
+
+
+def check_preset(preset: str, presets: dict) -> None:
+    """A preset name the replication has, or a one-line error naming the ones it has."""
+    if preset not in presets:
+        raise ValueError(f"preset={preset!r}; choose one of {list(presets)}")
+
+
 def parse_grid(items: list[str]) -> dict[str, list[str]]:
     """``["vq.codebook_size=16,64", ...]`` -> ``{"vq.codebook_size": ["16", "64"]}``."""
     grid: dict[str, list[str]] = {}

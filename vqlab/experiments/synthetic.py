@@ -11,7 +11,7 @@ from typing import Any
 
 from vqlab.experiments.markdown import markdown_table, provenance
 from vqlab.experiments.plots import plot_over_training, plot_tokens, plot_vs_codebook_size
-from vqlab.experiments.sweep import RUNS_DIR, expand, run_name, run_sweep
+from vqlab.experiments.sweep import RUNS_DIR, check_preset, expand, run_name, run_sweep
 from vqlab.training.evaluate import SAMPLES_FILE
 
 # Synthetic mixture: the papers' 10 peaks x 1,000 points; widths, steps and sizes are [open]
@@ -106,8 +106,7 @@ def replicate_synthetic(
     ``data`` is unused (the mixture is drawn from the seed); it is taken so that every
     replication of :data:`vqlab.experiments.replications.EXPERIMENTS` is called alike.
     """
-    if preset not in PRESETS:
-        raise ValueError(f"preset={preset!r}; choose one of {list(PRESETS)}")
+    check_preset(preset, PRESETS)
     t0 = time.perf_counter()
     out = Path(out)
     p = PRESETS[preset]

@@ -23,7 +23,7 @@ import numpy as np
 from vqlab.experiments.cifar import CIFAR_BASE, CIFAR_PRESETS
 from vqlab.experiments.markdown import markdown_table, provenance
 from vqlab.experiments.results import write_results
-from vqlab.experiments.sweep import RUNS_DIR, expand, run_sweep
+from vqlab.experiments.sweep import RUNS_DIR, check_preset, expand, need_data, run_sweep
 
 # the cpu preset: the cifar10 replication's cpu model at half its step budget, the losses of
 # the papers' tokenizer table, ~1 hour on 2 CPU cores for the 8 runs (plus the feature nets)
@@ -76,8 +76,7 @@ COLUMNS = [
 
 def tokenizer_runs(data: str | Path, preset: str, percepnet: str | Path) -> tuple[list, dict]:
     """(name, assignment, config) of every run of a preset, validated before any run."""
-    if preset not in TOKENIZER_PRESETS:
-        raise ValueError(f"preset={preset!r}; choose one of {list(TOKENIZER_PRESETS)}")
+    check_preset(preset, TOKENIZER_PRESETS)
     p = dict(TOKENIZER_PRESETS[preset])
     sizes, gan_size, gan = p.pop("sizes"), p.pop("gan_size"), p.pop("loss.gan")
     p.pop("featnet_steps"), p.pop("percepnet_steps")
@@ -134,8 +133,8 @@ def replicate_tokenizer(
     from vqlab.evaluation.featnet import load_featnet
     from vqlab.evaluation.tokenizer import evaluate_tokenizer
 
-    if data is None:
-        raise FileNotFoundError("replicate tokenizer needs --data (a CIFAR-10 folder or zip)")
+    need_data("tokenizer", data)
+    check_preset(preset, TOKENIZER_PRESETS)  # before the feature nets read the preset
     t0 = time.perf_counter()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

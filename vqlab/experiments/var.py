@@ -36,7 +36,7 @@ from vqlab.experiments.generation import (
 )
 from vqlab.experiments.markdown import markdown_table, provenance
 from vqlab.experiments.results import write_results
-from vqlab.experiments.sweep import RUNS_DIR, expand, run_sweep
+from vqlab.experiments.sweep import RUNS_DIR, check_preset, expand, need_data, run_sweep
 from vqlab.experiments.tokenizer import TOKENIZER_PRESETS, _feature_nets, tokenizer_runs
 
 VAR_PRESETS: dict[str, dict[str, Any]] = {
@@ -227,10 +227,8 @@ def replicate_var(
     command: str = "",
 ) -> list[dict[str, Any]]:
     """The experiment of the module docstring: report.md, results.csv, tokenizers.csv, plots/."""
-    if data is None:
-        raise FileNotFoundError("replicate var needs --data (a CIFAR-10 folder or zip)")
-    if preset not in VAR_PRESETS:
-        raise ValueError(f"preset={preset!r}; choose one of {list(VAR_PRESETS)}")
+    need_data("var", data)
+    check_preset(preset, VAR_PRESETS)
     t0, out, p = time.perf_counter(), Path(out), VAR_PRESETS[preset]
     if p["prior_init"] not in p["init_ways"]:
         raise ValueError(f"prior_init={p['prior_init']!r} is not one of {p['init_ways']}")
