@@ -94,3 +94,25 @@ def test_missing_peer_is_one_clear_error(monkeypatch):
     assert (
         main(["train", "--out", "/nonexistent/x", "--set", "vq.impl=vector_quantize_pytorch"]) == 2
     )
+
+
+def test_eval_runs_in_bounded_chunks_with_the_same_codes_and_training_in_one_call():
+    """Outside training the peer is called on row chunks whose (rows, K) distances fit
+    ``eval_max_bytes`` (a whole K = 16384 test set in one call needs tens of GB); the chunks
+    give exactly the one-call codes. In training it stays one call, so its EMA sees the batch."""
+    _, peer, _ = pair()
+    peer.eval()
+    z = torch.randn(1000, D)
+    whole = peer(z)
+    calls = []
+    hook = peer.layer.register_forward_hook(lambda m, args, out: calls.append(args[0].shape[1]))
+    peer.eval_max_bytes = 4 * K * 300  # 300 rows a chunk
+    chunked = peer(z)
+    assert calls == [300, 300, 300, 100]
+    assert torch.equal(chunked.indices, whole.indices)
+    torch.testing.assert_close(chunked.quantized, whole.quantized, rtol=0, atol=0)
+    calls.clear()
+    peer.train()
+    peer(z)
+    assert calls == [1000]
+    hook.remove()

@@ -36,6 +36,7 @@ from vqlab.validation import check_init_args, check_quantizer_input
 
 PEER_PACKAGE = "vector-quantize-pytorch"
 PEER_VERSION = "1.32.0"
+EVAL_MAX_BYTES = 256 * 2**20  # one (rows, K) fp32 distance block outside training
 
 
 class MissingDependency(ImportError):
@@ -101,6 +102,7 @@ class PeerQuantizer(nn.Module):
             kmeans_init=False,  # vqlab's schedule initialises through init_from_data
         )
         self.register_buffer("initialized", torch.tensor(False))
+        self.eval_max_bytes = EVAL_MAX_BYTES
 
     @property
     def codebook(self) -> torch.Tensor:
@@ -122,11 +124,30 @@ class PeerQuantizer(nn.Module):
 
     def forward(self, z_e: torch.Tensor) -> VQOutput:
         flat, lead = self._flatten(z_e)
-        batch = flat.reshape(1, -1, self.dim)  # the peer wants (B, N, D)
-        quantized, indices, loss = self.layer(batch)
+        if self.training:
+            # one call: the peer's EMA update and dead-code restart see the whole batch
+            quantized, indices, loss = self._call(flat)
+        else:
+            quantized, indices, loss = self._call_chunked(flat)
         out = quantized.reshape(*lead, self.dim).movedim(-1, self.channel_dim)
-        loss = loss.reshape(()) if loss.numel() == 1 else loss.sum()
         return VQOutput(out.to(z_e.dtype), indices.reshape(lead), loss, {"commitment": loss})
+
+    def _call(self, flat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        quantized, indices, loss = self.layer(flat.reshape(1, -1, self.dim))  # it wants (B,N,D)
+        return quantized.reshape(-1, self.dim), indices.reshape(-1), loss.sum().reshape(())
+
+    def _call_chunked(self, flat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Outside training, rows in chunks of at most ``eval_max_bytes`` of (rows, K) fp32
+        distances. The peer builds several dense (N, K) tensors per call (distances, one-hot),
+        so a whole test set at K = 16384 (640k rows) would need ~40 GB each. In eval mode it
+        updates nothing, so the chunks give the same codes; the loss is their row-weighted mean."""
+        rows = max(1, self.eval_max_bytes // (4 * self.codebook_size))
+        if flat.shape[0] <= rows:
+            return self._call(flat)
+        parts = [self._call(flat[i : i + rows]) for i in range(0, flat.shape[0], rows)]
+        weights = [p[0].shape[0] / flat.shape[0] for p in parts]
+        loss = sum(w * p[2] for w, p in zip(weights, parts))
+        return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]), loss
 
     @torch.no_grad()
     def init_from_data(
