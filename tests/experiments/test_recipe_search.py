@@ -9,12 +9,13 @@ from vqlab.experiments.results import read_results
 
 def test_beat_peer_at_toy_size(tmp_path, tiny_cifar, monkeypatch):  # noqa: F811
     pytest.importorskip("vector_quantize_pytorch")
-    toy = {**TINY_CONV, "vq.codebook_size": 8, "seeds": [0, 1], "bridge_steps": 2, "refit_at": 6}
+    toy = {**TINY_CONV, "vq.codebook_size": 8, "seeds": [0, 1], "bridge_steps": 2, "refit_at": 5,
+           "refit_late_at": 7}
     monkeypatch.setitem(recipe_search.SEARCH_PRESETS, "cpu", toy)
     out = tmp_path / "bp"
     rows = replications.replicate("beat-peer", out, data=tiny_cifar, progress=False, command="t")
     assert all(r["status"] == "ok" for r in rows), [r.get("error") for r in rows]
-    arms = recipe_search._arms(2, 6)
+    arms = recipe_search._arms(2, 5, 7)
     expected = {(a, s, seed) for a, (_, ss) in arms.items() for s in ss for seed in (0, 1)}
     assert {(r["arm"], r["strategy"], r["seed"]) for r in rows} == expected
     table = read_results(out / "results.csv")
@@ -27,12 +28,13 @@ def test_beat_peer_at_toy_size(tmp_path, tiny_cifar, monkeypatch):  # noqa: F811
 
 def test_search_runs_carry_each_arm_option():
     ordered = recipe_search.search_runs("d", "cpu")
-    assert [c.seed for _, _, c in ordered[:7]] == [0] * 7  # every arm at seed 0 first
+    assert [c.seed for _, _, c in ordered[:8]] == [0] * 8  # every arm at seed 0 first
     runs = {n: c for n, _, c in ordered}
-    assert len(runs) == 7 * 3
+    assert len(runs) == 8 * 3
     by_arm = {n.split("__")[0]: c for n, c in runs.items()}
     assert by_arm["arm=bridge"].train.bridge_steps == 100
     assert by_arm["arm=refit"].train.refit_steps() == (375,)
+    assert by_arm["arm=refit_late"].train.refit_steps() == (450,)
     assert by_arm["arm=refit_restart"].vq.dead_code_threshold == 2.0
     assert by_arm["arm=peer_restart"].vq.impl == "vector_quantize_pytorch"
     assert {c.vq.codebook_size for c in runs.values()} == {16384}

@@ -12,7 +12,9 @@ measured on it. The arms:
 - ``bridge``: deferred with ``train.bridge_steps`` (a linear blend from z_e to z_q after the
   switch), and ``bridge_restart`` with the restart as well;
 - ``refit``: deferred with ``train.refit_at`` (k-means on the encoder again halfway through the
-  VQ phase), and ``refit_restart`` with the restart as well.
+  VQ phase), and ``refit_restart`` with the restart as well;
+- ``refit_late``: deferred with one refit in the last tenth of the training: k-means on the
+  encoder the decoder has nearly finished with, so few codes can fall out of use before the end.
 
 The target (issue 14): test MSE <= 0.9x the best peer arm's mean, with usage >= 99%.
 """
@@ -37,8 +39,10 @@ RESTART = {"vq.dead_code_threshold": RESTART_THRESHOLD}
 DEFERRED = ("deferred",)
 
 
-def _arms(bridge: int, refit: int) -> dict[str, tuple[dict[str, Any], tuple[str, ...]]]:
-    """name -> (overrides, strategies), the bridge and refit at the preset's steps."""
+def _arms(
+    bridge: int, refit: int, refit_late: int
+) -> dict[str, tuple[dict[str, Any], tuple[str, ...]]]:
+    """name -> (overrides, strategies), the bridge and refits at the preset's steps."""
     b, r = {"train.bridge_steps": bridge}, {"train.refit_at": str(refit)}
     return {
         "peer_restart": (PEER, ("standard", "deferred")),
@@ -47,20 +51,25 @@ def _arms(bridge: int, refit: int) -> dict[str, tuple[dict[str, Any], tuple[str,
         "bridge_restart": ({**b, **RESTART}, DEFERRED),
         "refit": (r, DEFERRED),
         "refit_restart": ({**r, **RESTART}, DEFERRED),
+        "refit_late": ({"train.refit_at": str(refit_late)}, DEFERRED),
     }
 
 
 _CPU = {k: v for k, v in RECIPE_PRESETS["cpu"].items() if k != "sizes"}
 SEARCH_PRESETS: dict[str, dict[str, Any]] = {
-    # the recipes cpu preset at K = 16384 (pretrain 250 of 500 steps), the whole test set;
-    # 7 arms x 3 seeds = 21 runs of ~8 min on one core: ~1.5 hours with --jobs 2
+    # the recipes cpu preset at K = 16384 (pretrain 250 of 500 steps), the whole test set,
+    # scored once at the end: one quantized evaluation of 640k test vectors against 16384 codes
+    # takes minutes on a core (the peer's dense distances most), more than 100 training steps;
+    # 8 arms x 3 seeds = 24 runs
     "cpu": {
         **_CPU,
         "data.test_limit": 0,
+        "train.eval_every": 500,
         "vq.codebook_size": 16384,
         "seeds": [0, 1, 2],
         "bridge_steps": 100,
         "refit_at": 375,
+        "refit_late_at": 450,
     },
     "gpu": {
         **{k: v for k, v in RECIPE_PRESETS["gpu"].items() if k != "sizes"},
@@ -68,6 +77,7 @@ SEARCH_PRESETS: dict[str, dict[str, Any]] = {
         "seeds": [0, 1, 2],
         "bridge_steps": 400,
         "refit_at": 3000,
+        "refit_late_at": 3600,
     },
 }
 TARGET_RATIO, TARGET_USAGE = 0.9, 0.99
@@ -80,7 +90,7 @@ def search_runs(data: str | Path, preset: str, arms: list[str] | None = None) ->
     check_preset(preset, SEARCH_PRESETS)
     p = dict(SEARCH_PRESETS[preset])
     seeds, bridge, refit = p.pop("seeds"), p.pop("bridge_steps"), p.pop("refit_at")
-    table = _arms(bridge, refit)
+    table = _arms(bridge, refit, p.pop("refit_late_at"))
     unknown = sorted(set(arms or []) - set(table))
     if unknown:
         raise ValueError(f"unknown arm(s) {unknown}; choose from {list(table)}")
@@ -179,7 +189,8 @@ def _write_report(out, rows, lines, data, preset, jobs, command, seconds) -> Non
         "The recipes harness (conv VQ-VAE, EMA codebook, k-means init sample shared by every "
         "arm), equal K, token grid and step budget, scored on the whole CIFAR-10 test set. "
         f"`bridge`: `train.bridge_steps={p['bridge_steps']}`; `refit`: "
-        f"`train.refit_at={p['refit_at']}`; `restart`: dead-code threshold {RESTART_THRESHOLD}. "
+        f"`train.refit_at={p['refit_at']}`; `refit_late`: `train.refit_at={p['refit_late_at']}`; "
+        f"`restart`: dead-code threshold {RESTART_THRESHOLD}. "
         f"Mean ± std over seeds {p['seeds']}; `recon_mse` per element on images in [-1, 1].",
         "",
         verdict,
