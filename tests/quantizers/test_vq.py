@@ -195,6 +195,29 @@ def test_dead_code_restart_reseeds_unused_codes():
     assert (vq.ema_counts[1:] == 0.5).all()
 
 
+def test_restart_reseeds_distinct_rows_and_defers_the_dead_codes_a_batch_cannot_fill():
+    """More dead codes than batch rows (K=16384 against a 4096-row batch): each step re-seeds
+    as many dead codes as the batch has rows, each with a different row, and the rest at the
+    next steps. Rows drawn with replacement gave duplicate codes, which can never win the search
+    (ties go to the lower index), so at K=16384 only ~1/4 of the codes were ever used."""
+    torch.manual_seed(0)
+    k, n = 64, 16
+    vq = VectorQuantizer(2, k, dead_code_threshold=0.5)
+    vq.codebook.data.copy_(torch.full((k, 2), 100.0))  # all dead
+    vq.ema_counts.fill_(0.1)
+    vq.ema_sums.copy_(vq.codebook * 0.1)
+    far = torch.ones(k, dtype=torch.bool)  # codes still at the far point
+    for step in range(1, 4):
+        z = torch.randn(n, 2)
+        vq(z)
+        assert int(vq.restarts) == n * step  # one code per row, no more
+        on_row = torch.cdist(vq.codebook, z).min(1).values < 1e-5  # (k,) codes on this batch
+        assert int(on_row.sum()) == n  # as many as the rows, so each row exactly once
+        assert torch.cdist(z, vq.codebook[on_row]).min(1).values.max() < 1e-5
+        far &= ~on_row
+    assert int(far.sum()) < k - n  # later steps reached codes the first could not
+
+
 def test_no_restart_when_off():
     vq = VectorQuantizer(2, 8)
     vq.codebook.data.copy_(torch.full((8, 2), 100.0))

@@ -41,8 +41,13 @@ def all_reduce_sum(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
     return tuple(out)
 
 
-def draw_rows(z: torch.Tensor, n: int) -> torch.Tensor:
-    """``n`` rows drawn uniformly (with replacement) from the global batch; (n, D).
+def draw_rows(z: torch.Tensor, n: int, *, replace: bool = True) -> torch.Tensor:
+    """``n`` rows drawn uniformly from the global batch; (n, D).
+
+    ``replace=False`` draws distinct rows (a random permutation's first ``n``), and at most as
+    many as the global batch holds: ``min(n, rows)`` of them. A dead-code restart wants that:
+    two codes re-seeded with the same row are the same code, and the second can never win the
+    nearest-code search (a tie goes to the lower index), so it is dead again at once.
 
     z: (N_local, D), this rank's shard. Every rank gets the same rows. Each rank draws the
     indices from its default generator (the ranks' streams stay in step, as a single process
@@ -51,16 +56,34 @@ def draw_rows(z: torch.Tensor, n: int) -> torch.Tensor:
     elsewhere, so the sum is that row exactly). Only ``n`` rows travel, never the whole batch.
     """
     if world_size() == 1:
-        return z[torch.randint(0, z.shape[0], (n,), device=z.device)]
+        return z[_pick(z.shape[0], n, replace, z.device)]
     rank, world = dist.get_rank(), dist.get_world_size()
     sizes = torch.zeros(world, dtype=torch.long, device=z.device)
     sizes[rank] = z.shape[0]
     dist.all_reduce(sizes, op=dist.ReduceOp.SUM)  # (world,) rows held by each rank
-    pick = torch.randint(0, int(sizes.sum()), (n,), device=z.device)
+    pick = _pick(int(sizes.sum()), n, replace, z.device)
     dist.broadcast(pick, src=0)
+    n = pick.shape[0]
     start = int(sizes[:rank].sum())
     mine = (pick >= start) & (pick < start + z.shape[0])  # (n,) rows this rank holds
     rows = torch.zeros(n, z.shape[1], dtype=z.dtype, device=z.device)
     rows[mine] = z[pick[mine] - start]
     dist.all_reduce(rows, op=dist.ReduceOp.SUM)
     return rows
+
+
+def _pick(total: int, n: int, replace: bool, device: torch.device) -> torch.Tensor:
+    if replace:
+        return torch.randint(0, total, (n,), device=device)
+    return torch.randperm(total, device=device)[: min(n, total)]
+
+
+def random_subset(index: torch.Tensor, n: int) -> torch.Tensor:
+    """``n`` entries of the 1-D ``index`` chosen uniformly without replacement, the same on every
+    rank (rank 0's permutation is broadcast); ``index`` itself when it has at most ``n``."""
+    if index.numel() <= n:
+        return index
+    order = torch.randperm(index.numel(), device=index.device)
+    if world_size() > 1:
+        dist.broadcast(order, src=0)
+    return index[order[:n]]

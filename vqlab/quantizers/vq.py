@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vqlab.quantizers.collective import all_reduce_sum, draw_rows, world_size
+from vqlab.quantizers.collective import all_reduce_sum, draw_rows, random_subset, world_size
 from vqlab.quantizers.distance import DEFAULT_MAX_BYTES, nearest_code
 from vqlab.quantizers.ema import batch_statistics, ema_update
 from vqlab.quantizers.gmm import fit_gmm
@@ -318,8 +318,12 @@ class VectorQuantizer(nn.Module):
         if dead.numel() == 0:
             return
         # Data parallel hook: rows drawn from the global batch, the same on every rank (in one
-        # process exactly ``z[randint(N)]``).
-        fresh = draw_rows(z, dead.numel())  # (n_dead, D)
+        # process exactly ``z[randperm(N)[:n]]``).
+        fresh = draw_rows(z, dead.numel(), replace=False)  # distinct rows, at most the batch's
+        if fresh.shape[0] < dead.numel():
+            # more dead codes than rows (K=16384 and a 4096-row batch): a random share of them
+            # now, the rest at the next steps, rather than duplicates that stay dead
+            dead = random_subset(dead, fresh.shape[0])
         store = self._code_store()  # codebook_raw for gradient-trained cosine codes
         store.data[dead] = fresh.to(store.dtype)
         # a re-seeded code starts at the threshold, so it is not re-seeded again at once
