@@ -29,7 +29,7 @@ def test_same_codes_same_forward_in_eval():
     torch.testing.assert_close(peer.codebook, ours.codebook, rtol=0, atol=0)
     ours.eval(), peer.eval()
     z = torch.randn(64, D)
-    a, b = ours(z), peer(z)
+    a, b = ours(z), peer.forward_peer(z)  # the peer's own eval, not vqlab's search
     assert torch.equal(a.indices, b.indices)
     torch.testing.assert_close(b.quantized, a.quantized)
     assert b.loss.item() == 0.0  # the peer computes its losses only in training mode
@@ -107,7 +107,7 @@ def test_eval_runs_in_bounded_chunks_with_the_same_codes_and_training_in_one_cal
     calls = []
     hook = peer.layer.register_forward_hook(lambda m, args, out: calls.append(args[0].shape[1]))
     peer.eval_max_bytes = 4 * K * 300  # 300 rows a chunk
-    chunked = peer(z)
+    chunked = peer.forward_peer(z)
     assert calls == [300, 300, 300, 100]
     assert torch.equal(chunked.indices, whole.indices)
     torch.testing.assert_close(chunked.quantized, whole.quantized, rtol=0, atol=0)
@@ -116,3 +116,24 @@ def test_eval_runs_in_bounded_chunks_with_the_same_codes_and_training_in_one_cal
     peer(z)
     assert calls == [1000]
     hook.remove()
+
+
+def test_eval_of_plain_euclidean_codes_is_vqlabs_search_with_the_peers_answer():
+    """Outside training, Euclidean codes without projections are searched by vqlab's exact
+    search (the peer's own eval builds dense (N, K) distances, roots and one-hots: minutes for
+    a test set at K = 16384); the codes and outputs are the peer's own eval answer."""
+    _, peer, _ = pair()
+    peer.eval()
+    z = torch.randn(500, D) * 2
+    calls = []
+    hook = peer.layer.register_forward_hook(lambda m, args, out: calls.append(1))
+    fast = peer(z)
+    assert calls == []  # the peer's forward was not needed
+    own = peer.forward_peer(z)
+    hook.remove()
+    assert calls == [1]
+    assert torch.equal(fast.indices, own.indices)
+    torch.testing.assert_close(fast.quantized, own.quantized, rtol=0, atol=0)
+    assert fast.loss.item() == own.loss.item() == 0.0
+    cosine = PeerQuantizer(D, K, normalize=True).eval()
+    assert not cosine._plain_euclidean()  # cosine codes keep the peer's own eval

@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vqlab.quantizers.distance import nearest_code
 from vqlab.quantizers.vq import INIT_METHODS, VQOutput, fit_codes
 from vqlab.validation import check_init_args, check_quantizer_input
 
@@ -126,15 +127,42 @@ class PeerQuantizer(nn.Module):
         flat, lead = self._flatten(z_e)
         if self.training:
             # one call: the peer's EMA update and dead-code restart see the whole batch
-            quantized, indices, loss = self._call(flat)
+            found = self._call(flat)
+        elif self._plain_euclidean():
+            found = self._search(flat)
         else:
-            quantized, indices, loss = self._call_chunked(flat)
+            found = self._call_chunked(flat)
+        return self._output(z_e, lead, *found)
+
+    def forward_peer(self, z_e: torch.Tensor) -> VQOutput:
+        """The peer's own forward in either mode (outside training in row chunks)."""
+        flat, lead = self._flatten(z_e)
+        found = self._call(flat) if self.training else self._call_chunked(flat)
+        return self._output(z_e, lead, *found)
+
+    def _output(self, z_e, lead, quantized, indices, loss) -> VQOutput:
         out = quantized.reshape(*lead, self.dim).movedim(-1, self.channel_dim)
         return VQOutput(out.to(z_e.dtype), indices.reshape(lead), loss, {"commitment": loss})
 
     def _call(self, flat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         quantized, indices, loss = self.layer(flat.reshape(1, -1, self.dim))  # it wants (B,N,D)
         return quantized.reshape(-1, self.dim), indices.reshape(-1), loss.sum().reshape(())
+
+    def _plain_euclidean(self) -> bool:
+        """Euclidean codes with no projection: outside training the peer's answer is then the
+        nearest code by squared distance (its Gumbel sampling is off outside training), which vqlab's search
+        finds without the peer's dense (N, K) distances, square roots and one-hot matrix."""
+        layer = self.layer
+        return (
+            not self.normalize
+            and isinstance(layer.project_in, nn.Identity)
+            and isinstance(layer.project_out, nn.Identity)
+        )
+
+    def _search(self, flat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        book = self.codebook.float()
+        idx = nearest_code(flat.float(), book).indices
+        return book[idx], idx, flat.new_zeros((), dtype=torch.float32)  # no loss at eval
 
     def _call_chunked(self, flat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Outside training, rows in chunks of at most ``eval_max_bytes`` of (rows, K) fp32
