@@ -67,3 +67,40 @@ def test_summarize_by_hand():
     assert not refit["meets_target"]  # lower MSE, but one seed used only 98% of the codes
     assert not peer["meets_target"]  # a peer arm is the reference, never the winner
     assert [x["arm"] for x in recipe_search.summarize(rows)][0] == "refit"  # best MSE first
+
+
+def test_continuous_reference_is_the_deferred_pretraining_carried_on(tmp_path, tiny_cifar,
+                                                                     monkeypatch):  # noqa: F811
+    """Same seed, init, batches and optimizer: the reference's losses equal a deferred run's
+    logged pretraining losses step for step; it never quantizes, so it goes on past the switch."""
+    from vqlab.training.engine import train
+    from vqlab.training.logging import read_metrics
+
+    toy = {**TINY_CONV, "vq.codebook_size": 8, "seeds": [0], "bridge_steps": 2, "refit_at": 5,
+           "refit_late_at": 7}
+    monkeypatch.setitem(recipe_search.SEARCH_PRESETS, "cpu", toy)
+    runs = recipe_search.search_runs(tiny_cifar, "cpu", ["refit"])
+    (_, _, cfg), = runs
+    ref = recipe_search.continuous_reference(cfg)
+    train(cfg, tmp_path / "run", progress=False)
+    logged = {r["step"]: r["loss"] for r in read_metrics(tmp_path / "run") if r["phase"] == "pretrain"}
+    assert sorted(logged) == [0, 2]  # pretrain_steps=4, log_every=2
+    for step, loss in logged.items():
+        assert ref["losses"][step] == pytest.approx(loss, rel=1e-6)
+    assert sorted(ref["losses"]) == [0, 2, 4, 6, 7]  # it carries on, unquantized, to the end
+    assert ref["recon_mse"] > 0 and ref["steps"] == 8
+    assert recipe_search.continuous_reference(cfg)["losses"] == ref["losses"]  # deterministic
+    rows = recipe_search.reference_rows(runs, tmp_path / "out")
+    assert rows[0]["recon_mse"] == ref["recon_mse"]
+    assert (tmp_path / "out" / "autoencoder" / "seed=0.json").exists()
+
+
+def test_ceiling_line_says_how_much_of_the_gap_the_target_asks_to_close():
+    lines = [{"arm": "peer_restart", "mse": 0.040}, {"arm": "bridge", "mse": 0.041}]
+    refs = [{"recon_mse": 0.030, "steps": 500}, {"recon_mse": 0.032, "steps": 500}]
+    text = recipe_search.ceiling_line(lines, refs)
+    # target 0.036; the gap 0.040 - 0.031 = 0.009, of which 0.004 is 44%
+    assert "0.03100 ± 0.00141" in text and "0.775x" in text and "close 44%" in text
+    assert recipe_search.ceiling_line(lines, []) == ""
+    below = recipe_search.ceiling_line(lines, [{"recon_mse": 0.0405, "steps": 500}])
+    assert "below the autoencoder" in below
