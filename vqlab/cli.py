@@ -190,6 +190,14 @@ def replicate(
     preset: Annotated[str, typer.Option(help="cpu or gpu sizing.")] = "cpu",
     jobs: JobsOpt = 0,
     quiet: QuietOpt = False,
+    report_only: Annotated[
+        bool,
+        typer.Option(
+            "--report-only",
+            help="Train nothing: report on the finished runs, the rest listed as pending "
+            "(cifar10, recipes, beat-peer).",
+        ),
+    ] = False,
 ) -> None:
     """Reproduce a paper experiment into --out (report.md, results.csv, plots/)."""
     from vqlab.experiments.replications import replicate as run_replication
@@ -206,6 +214,7 @@ def replicate(
         jobs=_jobs(jobs),
         progress=not quiet,
         command=_command(),
+        report_only=report_only,
     )
     typer.echo(f"report: {out / 'report.md'}")
 

@@ -6,6 +6,7 @@ from PIL import Image
 
 from vqlab.experiments import capacity, cifar, init_study, replications
 from vqlab.experiments.results import read_results
+from vqlab.experiments.sweep import PENDING, report_only
 
 TINY_CONV = {
     "model.width": 8,
@@ -51,6 +52,23 @@ def test_replicate_cifar10(tmp_path, tiny_cifar):
     assert "K=8: perplexity" in report and "JPEG re-encoded" in report
     assert (out / "plots" / "vs_codebook_size.png").is_file()
     assert (out / "plots" / "spread_over_training_K8.png").is_file()
+    # a sweep cut short: --report-only trains nothing and lists the missing run as pending
+    cut = out / "runs" / "vq.codebook_size=8__train.strategy=deferred"
+    (cut / "summary.json").unlink()
+    again = replications.replicate(
+        "cifar10", out, data=tiny_cifar, progress=False, command="t", report_only=True
+    )
+    assert not (cut / "summary.json").exists()  # nothing was trained
+    status = {r["run"]: r["status"] for r in again}
+    assert status[cut.name] == PENDING
+    assert sum(v.startswith("skipped") for v in status.values()) == 3
+    assert "K=8: a run is missing or failed" in (out / "report.md").read_text()
+    assert {r["status"] for r in read_results(out / "results.csv")} >= {PENDING}
+
+
+def test_report_only_refuses_experiments_with_stages(tmp_path):
+    with pytest.raises(ValueError, match="--report-only works for the one-sweep experiments"):
+        replications.replicate("generation", tmp_path, data="d", report_only=True)
 
 
 def test_replicate_cifar10_needs_data(tmp_path):
@@ -120,6 +138,15 @@ def test_replicate_recipes(tmp_path, tiny_cifar, monkeypatch):
     assert len(ranking) == len({(a, s) for a, s, _ in expected})
     assert f"**{ranking[0][0]} ({ranking[0][1]})** is best here" in report
     assert (out / "plots" / "recipes.png").is_file()
+    # cut short: the arm missing a size drops out of the ranking, listed as pending
+    cut = out / "runs" / "recipe=plain__train.strategy=standard__vq.codebook_size=16"
+    (cut / "summary.json").unlink()
+    with report_only():
+        again = recipes.replicate_recipes(out, data=tiny_cifar, progress=False, arms=arms)
+    assert not (cut / "summary.json").exists()
+    assert [r["status"] for r in again].count(PENDING) == 1
+    assert ("plain", "standard") not in {(a, s) for a, s, _ in recipes.rank_recipes(again)}
+    assert len(recipes.rank_recipes(again)) == len(ranking) - 1
 
 
 def test_recipes_fsq_and_lfq_arms_at_their_nominal_size(tmp_path, tiny_cifar, monkeypatch):

@@ -24,6 +24,17 @@ def test_beat_peer_at_toy_size(tmp_path, tiny_cifar, monkeypatch):  # noqa: F811
     assert "ratio_to_best_peer" in report and "±" in report
     winners = [x for x in recipe_search.summarize(rows) if x["meets_target"]]
     assert ("No arm meets the target" in report) == (not winners)
+    assert "Without any quantizer the same autoencoder" in report
+    # cut short: report on what finished, train nothing (the reference is cached already)
+    cut = out / "runs" / "arm=refit__train.strategy=deferred__seed=1"
+    (cut / "summary.json").unlink()
+    again = replications.replicate(
+        "beat-peer", out, data=tiny_cifar, progress=False, command="t", report_only=True
+    )
+    assert not (cut / "summary.json").exists()
+    assert [r["status"] for r in again].count("pending (not run)") == 1
+    lines = {(x["arm"], x["seeds"]) for x in recipe_search.summarize(again)}
+    assert ("refit", 1) in lines and ("bridge", 2) in lines
 
 
 def test_search_runs_carry_each_arm_option():

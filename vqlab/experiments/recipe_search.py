@@ -33,7 +33,7 @@ from vqlab.experiments.markdown import markdown_table, provenance
 from vqlab.experiments.recipes import PRESETS as RECIPE_PRESETS
 from vqlab.experiments.recipes import RESTART_THRESHOLD, sweep_image_runs
 from vqlab.experiments.results import write_results
-from vqlab.experiments.sweep import check_preset, expand, need_data
+from vqlab.experiments.sweep import check_preset, expand, need_data, reporting_only
 
 PEER = {"vq.impl": "vector_quantize_pytorch", "vq.dead_code_threshold": RESTART_THRESHOLD}
 RESTART = {"vq.dead_code_threshold": RESTART_THRESHOLD}
@@ -157,6 +157,8 @@ def reference_rows(runs: list, out: Path) -> list[dict[str, Any]]:
         path = folder / f"seed={seed}.json"
         if path.exists():
             rows.append(json.loads(path.read_text()))
+            continue
+        if reporting_only():
             continue
         row = continuous_reference(cfg)
         tmp = path.with_suffix(".tmp")

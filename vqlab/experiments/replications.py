@@ -8,6 +8,7 @@ Each replication is called as ``fn(out, *, data, preset, jobs, progress, command
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from vqlab.experiments.generation import replicate_generation
 from vqlab.experiments.init_study import replicate_init
 from vqlab.experiments.recipe_search import replicate_beat_peer
 from vqlab.experiments.recipes import replicate_recipes
+from vqlab.experiments.sweep import report_only as sweep_report_only
 from vqlab.experiments.synthetic import replicate_synthetic
 from vqlab.experiments.tokenizer import replicate_tokenizer
 from vqlab.experiments.var import replicate_var
@@ -34,6 +36,8 @@ EXPERIMENTS: dict[str, Replication] = {
     "var": replicate_var,
     "beat-peer": replicate_beat_peer,
 }
+# one sweep and a report over its rows, which reads pending runs as missing (tested)
+REPORT_ONLY = ("cifar10", "recipes", "beat-peer")
 
 
 def replicate(
@@ -45,10 +49,24 @@ def replicate(
     jobs: int = 1,
     progress: bool = True,
     command: str = "",
+    report_only: bool = False,
 ) -> list[dict[str, Any]]:
-    """Run the paper experiment ``name`` into ``out`` (see the CLI's ``vqlab replicate``)."""
+    """Run the paper experiment ``name`` into ``out`` (see the CLI's ``vqlab replicate``).
+
+    ``report_only``: train nothing; write the report from the runs that have finished, the
+    others listed as pending (for a sweep cut short; a later call without it resumes)."""
     if name not in EXPERIMENTS:
         raise ValueError(f"unknown experiment {name!r}; choose one of {list(EXPERIMENTS)}")
-    return EXPERIMENTS[name](
-        out, data=data, preset=preset, jobs=jobs, progress=progress, command=command
-    )
+    if report_only and name not in REPORT_ONLY:
+        raise ValueError(
+            f"--report-only works for the one-sweep experiments {list(REPORT_ONLY)}; {name!r} "
+            f"has stages that build on each other: run it to resume where it stopped"
+        )
+    call = partial(
+        EXPERIMENTS[name], out, data=data, preset=preset, jobs=jobs, progress=progress,
+        command=command,
+    )  # fmt: skip
+    if not report_only:
+        return call()
+    with sweep_report_only():
+        return call()

@@ -13,7 +13,9 @@ import multiprocessing
 import os
 import re
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
@@ -102,6 +104,26 @@ def _record_failure(row: dict[str, Any], run_dir: Path, err: BaseException, trac
     (run_dir / "error.txt").write_text(trace)
 
 
+_REPORT_ONLY: ContextVar[bool] = ContextVar("report_only", default=False)
+PENDING = "pending (not run)"
+
+
+@contextmanager
+def report_only() -> Iterator[None]:
+    """Inside, :func:`run_sweep` trains nothing: finished runs are read, the rest get the status
+    ``pending (not run)``, so a sweep cut short can be reported on as it stands."""
+    token = _REPORT_ONLY.set(True)
+    try:
+        yield
+    finally:
+        _REPORT_ONLY.reset(token)
+
+
+def reporting_only() -> bool:
+    """True inside :func:`report_only`: train nothing, report what is there."""
+    return _REPORT_ONLY.get()
+
+
 def run_sweep(
     runs: list[tuple[str, dict[str, str], RunConfig]],
     out: str | Path,
@@ -128,6 +150,9 @@ def run_sweep(
         summary_file = run_dir / "summary.json"
         if summary_file.is_file():
             row.update(status="skipped (finished)", **json.loads(summary_file.read_text()))
+            continue
+        if _REPORT_ONLY.get():
+            row["status"] = PENDING
             continue
         todo.append((row, run_dir, config))  # an unfinished attempt resumes (train_or_resume)
     bar = tqdm(total=len(runs), initial=len(runs) - len(todo), desc="sweep", disable=not progress)
