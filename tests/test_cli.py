@@ -87,6 +87,7 @@ def test_train_refuses_non_empty_out_then_overwrites(tmp_path, capsys):
         (["replicate", "nonsense", "--out", "{tmp}/a"], "unknown experiment"),
         (["replicate", "synthetic", "--out", "{tmp}/a", "--preset", "tpu"], "unknown preset"),
         (["replicate", "recipes", "--out", "{tmp}/a"], "needs --data"),
+        (["replicate", "generation", "--out", "{tmp}/a", "--report-only"], "stages that build"),
         (["train", "--out", "{tmp}/a", "--set", "vq.init=magic"], "vq.init"),
         (["sweep", "--out", "{tmp}/a", "--grid", "vq.codebook_size"], "KEY=v1,v2"),
         (["sweep", "--out", "{tmp}/a", "--grid", "vq.nope=1,2"], "unknown config key"),

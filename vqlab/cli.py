@@ -206,6 +206,13 @@ def replicate(
         raise UsageError(f"unknown experiment {name!r}; choose one of {list(EXPERIMENTS)}")
     if preset not in ("cpu", "gpu"):
         raise UsageError(f"unknown preset {preset!r}; choose one of ['cpu', 'gpu']")
+    from vqlab.experiments.replications import REPORT_ONLY
+
+    if report_only and name not in REPORT_ONLY:
+        raise UsageError(
+            f"--report-only works for {', '.join(REPORT_ONLY)}; {name} has stages that build "
+            f"on each other: run it again to resume where it stopped"
+        )
     run_replication(
         name,
         out,
