@@ -56,14 +56,14 @@ def test_search_runs_carry_each_arm_option():
 
 
 def test_summarize_by_hand():
-    def row(arm, strategy, mse, usage):
-        return {"arm": arm, "strategy": strategy, "recon_mse": mse, "usage": usage}
+    def row(arm, strategy, mse, usage, seed=0):
+        return {"arm": arm, "strategy": strategy, "recon_mse": mse, "usage": usage, "seed": seed}
 
     rows = [
-        row("peer_restart", "deferred", 0.10, 1.0), row("peer_restart", "deferred", 0.12, 1.0),
+        row("peer_restart", "deferred", 0.10, 1.0), row("peer_restart", "deferred", 0.12, 1.0, 1),
         row("peer_restart", "standard", 0.20, 1.0),
-        row("bridge", "deferred", 0.09, 0.995), row("bridge", "deferred", 0.10, 0.999),
-        row("refit", "deferred", 0.08, 0.98), row("refit", "deferred", 0.08, 1.0),
+        row("bridge", "deferred", 0.09, 0.995), row("bridge", "deferred", 0.10, 0.999, 1),
+        row("refit", "deferred", 0.08, 0.98), row("refit", "deferred", 0.08, 1.0, 1),
         {"arm": "restart", "strategy": "deferred", "status": "failed"},
     ]  # fmt: skip
     lines = {(x["arm"], x["strategy"]): x for x in recipe_search.summarize(rows)}
@@ -73,6 +73,11 @@ def test_summarize_by_hand():
     assert peer["mse"] == pytest.approx(0.11) and peer["mse_std"] == pytest.approx(0.0141421356)
     bridge = lines["bridge", "deferred"]
     assert bridge["ratio_to_best_peer"] == pytest.approx(0.095 / 0.11)
+    # per seed: 0.09 / 0.10 and 0.10 / 0.12
+    assert bridge["paired_ratio"] == pytest.approx((0.9 + 0.10 / 0.12) / 2)
+    assert bridge["paired_ratio_std"] == pytest.approx(abs(0.9 - 0.10 / 0.12) / 2**0.5)
+    assert lines["peer_restart", "standard"]["paired_ratio"] == pytest.approx(2.0)  # seed 0 only
+    assert peer["paired_ratio"] == pytest.approx(1.0) and peer["paired_ratio_std"] == 0.0
     assert bridge["meets_target"]  # 0.864x, and usage >= 99% on both seeds
     refit = lines["refit", "deferred"]
     assert not refit["meets_target"]  # lower MSE, but one seed used only 98% of the codes

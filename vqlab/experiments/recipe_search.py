@@ -188,10 +188,24 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
              "mse_std": _std(mse), "usage": float(use.mean()), "usage_std": _std(use),
              "usage_min": float(use.min())}
         )  # fmt: skip
-    peers = [line["mse"] for line in lines if line["arm"].startswith("peer")]
-    best_peer = min(peers) if peers else None
+    peers = [line for line in lines if line["arm"].startswith("peer")]
+    best = min(peers, key=lambda line: line["mse"]) if peers else None
+    best_peer = None if best is None else best["mse"]
+    # the same seed shares the data order and the pretraining's init: a ratio per seed takes
+    # out what a seed does to every arm alike
+    peer_by_seed = {} if best is None else {
+        r.get("seed"): r["recon_mse"] for r in groups[best["arm"], best["strategy"]]
+    }  # fmt: skip
     for line in lines:
         line["ratio_to_best_peer"] = None if best_peer is None else line["mse"] / best_peer
+        paired = np.array(
+            [r["recon_mse"] / peer_by_seed[r["seed"]]
+             for r in groups[line["arm"], line["strategy"]]
+             if r.get("seed") is not None and r.get("seed") in peer_by_seed],
+            dtype=float,
+        )  # fmt: skip
+        line["paired_ratio"] = float(paired.mean()) if paired.size else None
+        line["paired_ratio_std"] = _std(paired) if paired.size else None
         line["meets_target"] = bool(
             best_peer is not None
             and not line["arm"].startswith("peer")
@@ -259,7 +273,9 @@ def _write_report(out, rows, lines, refs, data, preset, jobs, command, seconds) 
     table = [
         {**line, "test MSE": _pm(line["mse"], line["mse_std"]),
          "usage": _pm(line["usage"], line["usage_std"], pct=True),
-         "min usage": f"{100 * line['usage_min']:.2f}%"}
+         "min usage": f"{100 * line['usage_min']:.2f}%",
+         "paired ratio": "" if line["paired_ratio"] is None
+         else f"{line['paired_ratio']:.3f} ± {line['paired_ratio_std']:.3f}"}
         for line in lines
     ]  # fmt: skip
     verdict = (
@@ -284,8 +300,12 @@ def _write_report(out, rows, lines, refs, data, preset, jobs, command, seconds) 
         "",
         markdown_table(
             table,
-            ["arm", "strategy", "seeds", "test MSE", "ratio_to_best_peer", "usage", "min usage"],
+            ["arm", "strategy", "seeds", "test MSE", "ratio_to_best_peer", "paired ratio",
+             "usage", "min usage"],
         ),
+        "",
+        "`paired ratio`: each seed's MSE over the best peer arm's at the same seed (same data "
+        "order and initial weights), mean ± std over the seeds both have.",
         "",
         ceiling_line(lines, refs),
         "",
