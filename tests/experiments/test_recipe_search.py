@@ -25,6 +25,22 @@ def test_beat_peer_at_toy_size(tmp_path, tiny_cifar, monkeypatch):  # noqa: F811
     winners = [x for x in recipe_search.summarize(rows) if x["meets_target"]]
     assert ("No arm meets the target" in report) == (not winners)
     assert "Without any quantizer the same autoencoder" in report
+    # the unquantized path of a finished run: its own decoder on z_e, cached beside it
+    import torch
+
+    from vqlab.data.dataset import load_dataset
+    from vqlab.training.checkpoint import load_checkpoint
+    from vqlab.training.evaluate import evaluate
+
+    one = out / "runs" / "arm=bridge__train.strategy=deferred__seed=0"
+    model, cfg, _ = load_checkpoint(one, "cpu")
+    direct, _ = evaluate(model, load_dataset(cfg.data, cfg.seed), torch.device("cpu"),
+                         quantize=False, probes=False)  # fmt: skip
+    by_name = {r["run"]: r for r in rows}
+    assert by_name[one.name]["continuous_mse"] == pytest.approx(direct["recon_mse"], rel=1e-6)
+    assert by_name[one.name]["continuous_mse"] != by_name[one.name]["recon_mse"]
+    assert (one / recipe_search.CONTINUOUS_FILE).exists()
+    assert all(r["continuous_mse"] is not None for r in rows)
     # cut short: report on what finished, train nothing (the reference is cached already)
     cut = out / "runs" / "arm=refit__train.strategy=deferred__seed=1"
     (cut / "summary.json").unlink()

@@ -33,7 +33,7 @@ from vqlab.experiments.markdown import markdown_table, provenance
 from vqlab.experiments.recipes import PRESETS as RECIPE_PRESETS
 from vqlab.experiments.recipes import RESTART_THRESHOLD, sweep_image_runs
 from vqlab.experiments.results import write_results
-from vqlab.experiments.sweep import check_preset, expand, need_data, reporting_only
+from vqlab.experiments.sweep import RUNS_DIR, check_preset, expand, need_data, reporting_only
 
 PEER = {"vq.impl": "vector_quantize_pytorch", "vq.dead_code_threshold": RESTART_THRESHOLD}
 RESTART = {"vq.dead_code_threshold": RESTART_THRESHOLD}
@@ -82,8 +82,8 @@ SEARCH_PRESETS: dict[str, dict[str, Any]] = {
     },
 }
 TARGET_RATIO, TARGET_USAGE = 0.9, 0.99
-RUN_COLUMNS = ["status", "arm", "strategy", "seed", "recon_mse", "usage", "perplexity",
-               "dead_codes", "seconds"]  # fmt: skip
+RUN_COLUMNS = ["status", "arm", "strategy", "seed", "recon_mse", "continuous_mse", "usage",
+               "perplexity", "dead_codes", "seconds"]  # fmt: skip
 
 
 def search_runs(data: str | Path, preset: str, arms: list[str] | None = None) -> list:
@@ -168,6 +168,36 @@ def reference_rows(runs: list, out: Path) -> list[dict[str, Any]]:
     return rows
 
 
+CONTINUOUS_FILE = "continuous.json"
+
+
+def continuous_path_mse(run_dir: str | Path, datasets: dict | None = None) -> float:
+    """Test MSE of a finished run's decoder on the encoder's *unquantized* output, cached in
+    ``run_dir/continuous.json``. Against the run's own (quantized) ``recon_mse`` it splits what
+    VQ costs: how much worse the autoencoder itself trained, and what the quantization adds."""
+    import json
+
+    import torch
+
+    from vqlab.data.dataset import load_dataset
+    from vqlab.training.checkpoint import load_checkpoint
+    from vqlab.training.evaluate import evaluate
+
+    path = Path(run_dir) / CONTINUOUS_FILE
+    if path.exists():
+        return float(json.loads(path.read_text())["recon_mse"])
+    model, config, _ = load_checkpoint(run_dir, "cpu")
+    datasets = {} if datasets is None else datasets  # decoded once for many runs
+    key = (repr(config.data), config.seed)
+    if key not in datasets:
+        datasets[key] = load_dataset(config.data, config.seed)
+    data = datasets[key]
+    metrics, _ = evaluate(model, data, torch.device("cpu"), quantize=False, probes=False)
+    value = float(metrics["recon_mse"])
+    path.write_text(json.dumps({"recon_mse": value}))
+    return value
+
+
 def _std(v: np.ndarray) -> float:
     return float(v.std(ddof=1)) if v.size > 1 else 0.0
 
@@ -183,10 +213,12 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for (arm, strategy), rs in groups.items():
         mse = np.array([r["recon_mse"] for r in rs], dtype=float)
         use = np.array([r["usage"] for r in rs], dtype=float)
+        cont = [r["continuous_mse"] for r in rs if r.get("continuous_mse") is not None]
         lines.append(
             {"arm": arm, "strategy": strategy, "seeds": len(rs), "mse": float(mse.mean()),
              "mse_std": _std(mse), "usage": float(use.mean()), "usage_std": _std(use),
-             "usage_min": float(use.min())}
+             "usage_min": float(use.min()),
+             "continuous_mse": float(np.mean(cont)) if len(cont) == len(rs) else None}
         )  # fmt: skip
     peers = [line for line in lines if line["arm"].startswith("peer")]
     best = min(peers, key=lambda line: line["mse"]) if peers else None
@@ -230,9 +262,12 @@ def replicate_beat_peer(
     runs = search_runs(data, preset, arms)
     t0, out = time.perf_counter(), Path(out)
     rows = sweep_image_runs(runs, out, jobs=jobs, progress=progress, command=command)
-    for row, (_, assignment, _) in zip(rows, runs):
+    datasets: dict = {}
+    for row, (name, assignment, _) in zip(rows, runs):
         row["arm"], row["seed"] = assignment["arm"], int(assignment["seed"])
         row.setdefault("strategy", assignment["train.strategy"])
+        if row.get("recon_mse") is not None:
+            row["continuous_mse"] = continuous_path_mse(out / RUNS_DIR / name, datasets)
     write_results(out / "results.csv", rows)
     lines = summarize(rows)
     refs = reference_rows(runs, out)
@@ -275,7 +310,9 @@ def _write_report(out, rows, lines, refs, data, preset, jobs, command, seconds) 
          "usage": _pm(line["usage"], line["usage_std"], pct=True),
          "min usage": f"{100 * line['usage_min']:.2f}%",
          "paired ratio": "" if line["paired_ratio"] is None
-         else f"{line['paired_ratio']:.3f} ± {line['paired_ratio_std']:.3f}"}
+         else f"{line['paired_ratio']:.3f} ± {line['paired_ratio_std']:.3f}",
+         "MSE unquantized": "" if line["continuous_mse"] is None
+         else f"{line['continuous_mse']:.5f}"}
         for line in lines
     ]  # fmt: skip
     verdict = (
@@ -301,11 +338,14 @@ def _write_report(out, rows, lines, refs, data, preset, jobs, command, seconds) 
         markdown_table(
             table,
             ["arm", "strategy", "seeds", "test MSE", "ratio_to_best_peer", "paired ratio",
-             "usage", "min usage"],
+             "usage", "min usage", "MSE unquantized"],
         ),
         "",
         "`paired ratio`: each seed's MSE over the best peer arm's at the same seed (same data "
-        "order and initial weights), mean ± std over the seeds both have.",
+        "order and initial weights), mean ± std over the seeds both have. `MSE unquantized`: "
+        "the same trained model decoding the encoder's output without the quantizer; the "
+        "difference to `test MSE` is what the quantization adds at the end, the difference "
+        "between it and the autoencoder below is what training under VQ cost the network.",
         "",
         ceiling_line(lines, refs),
         "",
