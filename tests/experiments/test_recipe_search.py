@@ -134,5 +134,10 @@ def test_ceiling_line_says_how_much_of_the_gap_the_target_asks_to_close():
     # target 0.036; the gap 0.040 - 0.031 = 0.009, of which 0.004 is 44%
     assert "0.03100 ± 0.00141" in text and "0.775x" in text and "close 44%" in text
     assert recipe_search.ceiling_line(lines, []) == ""
+    # only the seeds the best peer line has
+    seeded = [{"arm": "peer_restart", "mse": 0.040, "seed_list": [0]}]
+    refs = [{"recon_mse": 0.030, "steps": 500, "seed": 0},
+            {"recon_mse": 0.020, "steps": 500, "seed": 1}]  # fmt: skip
+    assert "0.03000 ± 0.00000" in recipe_search.ceiling_line(seeded, refs)
     below = recipe_search.ceiling_line(lines, [{"recon_mse": 0.0405, "steps": 500}])
     assert "below the autoencoder" in below

@@ -217,7 +217,8 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         lines.append(
             {"arm": arm, "strategy": strategy, "seeds": len(rs), "mse": float(mse.mean()),
              "mse_std": _std(mse), "usage": float(use.mean()), "usage_std": _std(use),
-             "usage_min": float(use.min()),
+             "usage_min": float(use.min()), "seed_list": sorted(r.get("seed") for r in rs
+                                                               if r.get("seed") is not None),
              "continuous_mse": float(np.mean(cont)) if len(cont) == len(rs) else None}
         )  # fmt: skip
     peers = [line for line in lines if line["arm"].startswith("peer")]
@@ -282,11 +283,15 @@ def _pm(mean: float, std: float, pct: bool = False) -> str:
 def ceiling_line(lines: list[dict[str, Any]], refs: list[dict[str, Any]]) -> str:
     """The no-VQ autoencoder against the best peer arm, in words: how much of the gap between
     that arm and no quantization at all the target asks a recipe to close."""
-    peers = [line["mse"] for line in lines if line["arm"].startswith("peer")]
-    if not refs or not peers:
+    peers = [line for line in lines if line["arm"].startswith("peer")]
+    best = min(peers, key=lambda line: line["mse"]) if peers else None
+    # the seeds the best peer line has, where it has any: a seed moves every arm alike
+    seeds = set(best.get("seed_list") or []) if best else set()
+    refs = [r for r in refs if not seeds or r.get("seed") in seeds]
+    if not refs or best is None:
         return ""
     ae = np.array([r["recon_mse"] for r in refs], dtype=float)
-    peer = min(peers)
+    peer = best["mse"]
     target = TARGET_RATIO * peer
     share = (peer - target) / (peer - ae.mean()) if peer > ae.mean() else float("inf")
     ask = (
