@@ -9,8 +9,14 @@ from vqlab.experiments.results import read_results
 
 def test_beat_peer_at_toy_size(tmp_path, tiny_cifar, monkeypatch):  # noqa: F811
     pytest.importorskip("vector_quantize_pytorch")
-    toy = {**TINY_CONV, "vq.codebook_size": 8, "seeds": [0, 1], "bridge_steps": 2, "refit_at": 5,
-           "refit_late_at": 7}
+    toy = {
+        **TINY_CONV,
+        "vq.codebook_size": 8,
+        "seeds": [0, 1],
+        "bridge_steps": 2,
+        "refit_at": 5,
+        "refit_late_at": 7,
+    }
     monkeypatch.setitem(recipe_search.SEARCH_PRESETS, "cpu", toy)
     out = tmp_path / "bp"
     rows = replications.replicate("beat-peer", out, data=tiny_cifar, progress=False, command="t")
@@ -101,21 +107,31 @@ def test_summarize_by_hand():
     assert [x["arm"] for x in recipe_search.summarize(rows)][0] == "refit"  # best MSE first
 
 
-def test_continuous_reference_is_the_deferred_pretraining_carried_on(tmp_path, tiny_cifar,
-                                                                     monkeypatch):  # noqa: F811
+def test_continuous_reference_is_the_deferred_pretraining_carried_on(
+    tmp_path,
+    tiny_cifar,  # noqa: F811 (a fixture)
+    monkeypatch,
+):
     """Same seed, init, batches and optimizer: the reference's losses equal a deferred run's
     logged pretraining losses step for step; it never quantizes, so it goes on past the switch."""
     from vqlab.training.engine import train
     from vqlab.training.logging import read_metrics
 
-    toy = {**TINY_CONV, "vq.codebook_size": 8, "seeds": [0], "bridge_steps": 2, "refit_at": 5,
-           "refit_late_at": 7}
+    toy = {
+        **TINY_CONV,
+        "vq.codebook_size": 8,
+        "seeds": [0],
+        "bridge_steps": 2,
+        "refit_at": 5,
+        "refit_late_at": 7,
+    }
     monkeypatch.setitem(recipe_search.SEARCH_PRESETS, "cpu", toy)
     runs = recipe_search.search_runs(tiny_cifar, "cpu", ["refit"])
-    (_, _, cfg), = runs
+    ((_, _, cfg),) = runs
     ref = recipe_search.continuous_reference(cfg)
     train(cfg, tmp_path / "run", progress=False)
-    logged = {r["step"]: r["loss"] for r in read_metrics(tmp_path / "run") if r["phase"] == "pretrain"}
+    rows = read_metrics(tmp_path / "run")
+    logged = {r["step"]: r["loss"] for r in rows if r["phase"] == "pretrain"}
     assert sorted(logged) == [0, 2]  # pretrain_steps=4, log_every=2
     for step, loss in logged.items():
         assert ref["losses"][step] == pytest.approx(loss, rel=1e-6)

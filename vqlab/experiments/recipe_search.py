@@ -342,8 +342,17 @@ def _write_report(out, rows, lines, refs, data, preset, jobs, command, seconds) 
         "",
         markdown_table(
             table,
-            ["arm", "strategy", "seeds", "test MSE", "ratio_to_best_peer", "paired ratio",
-             "usage", "min usage", "MSE unquantized"],
+            [
+                "arm",
+                "strategy",
+                "seeds",
+                "test MSE",
+                "ratio_to_best_peer",
+                "paired ratio",
+                "usage",
+                "min usage",
+                "MSE unquantized",
+            ],
         ),
         "",
         "`paired ratio`: each seed's MSE over the best peer arm's at the same seed (same data "

@@ -149,9 +149,9 @@ class PeerQuantizer(nn.Module):
         return quantized.reshape(-1, self.dim), indices.reshape(-1), loss.sum().reshape(())
 
     def _plain_euclidean(self) -> bool:
-        """Euclidean codes with no projection: outside training the peer's answer is then the
-        nearest code by squared distance (its Gumbel sampling is off outside training), which vqlab's search
-        finds without the peer's dense (N, K) distances, square roots and one-hot matrix."""
+        """Euclidean codes with no projection: outside training (where its Gumbel sampling is
+        off) the peer's answer is then the nearest code by squared distance, which vqlab's
+        search finds without the peer's dense (N, K) distances, square roots and one-hots."""
         layer = self.layer
         return (
             not self.normalize
