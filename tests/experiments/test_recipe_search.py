@@ -6,17 +6,13 @@ from test_image_replications import TINY_CONV, tiny_cifar  # noqa: F401 (a fixtu
 from vqlab.experiments import recipe_search, replications
 from vqlab.experiments.results import read_results
 
+# the cpu preset at toy size: the bridge and both refits inside an 8-step run
+TOY = {**TINY_CONV, "vq.codebook_size": 8, "bridge_steps": 2, "refit_at": 5, "refit_late_at": 7}
+
 
 def test_beat_peer_at_toy_size(tmp_path, tiny_cifar, monkeypatch):  # noqa: F811
     pytest.importorskip("vector_quantize_pytorch")
-    toy = {
-        **TINY_CONV,
-        "vq.codebook_size": 8,
-        "seeds": [0, 1],
-        "bridge_steps": 2,
-        "refit_at": 5,
-        "refit_late_at": 7,
-    }
+    toy = {**TOY, "seeds": [0, 1]}
     monkeypatch.setitem(recipe_search.SEARCH_PRESETS, "cpu", toy)
     out = tmp_path / "bp"
     rows = replications.replicate("beat-peer", out, data=tiny_cifar, progress=False, command="t")
@@ -117,14 +113,7 @@ def test_continuous_reference_is_the_deferred_pretraining_carried_on(
     from vqlab.training.engine import train
     from vqlab.training.logging import read_metrics
 
-    toy = {
-        **TINY_CONV,
-        "vq.codebook_size": 8,
-        "seeds": [0],
-        "bridge_steps": 2,
-        "refit_at": 5,
-        "refit_late_at": 7,
-    }
+    toy = {**TOY, "seeds": [0]}
     monkeypatch.setitem(recipe_search.SEARCH_PRESETS, "cpu", toy)
     runs = recipe_search.search_runs(tiny_cifar, "cpu", ["refit"])
     ((_, _, cfg),) = runs
