@@ -11,6 +11,7 @@ import os
 import shlex
 import sys
 import time
+import traceback
 from pathlib import Path
 from typing import Annotated
 
@@ -391,4 +392,16 @@ def _error(message: str) -> int:
 
 
 def run() -> None:
-    sys.exit(main())
+    """The console script. A torchrun worker ends through ``distributed.leave`` (see there)."""
+    from vqlab.training.distributed import leave, under_torchrun
+
+    if not under_torchrun():
+        sys.exit(main())
+    try:
+        code = main()
+    except SystemExit as stop:
+        code = stop.code if isinstance(stop.code, int) else int(stop.code is not None)
+    except BaseException:  # noqa: BLE001 - printed as Python would, then the same exit code 1
+        traceback.print_exc()
+        code = 1
+    leave(code)

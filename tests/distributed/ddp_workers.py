@@ -19,7 +19,7 @@ from safetensors.torch import save_file
 
 from vqlab import load_config
 from vqlab.training import engine
-from vqlab.training.distributed import Dist
+from vqlab.training.distributed import Dist, leave
 from vqlab.training.feed import init_codebook
 from vqlab.training.tasks import tokenizer
 
@@ -71,6 +71,7 @@ def _entry(rank: int, fn, world: int, port: int, out: str) -> None:
         fn(rank, world, Path(out))
     finally:
         dist.destroy_process_group()
+    leave(0)  # as vqlab's own workers end (a failure above propagates to spawn instead)
 
 
 def dump(model: torch.nn.Module, path: Path) -> None:

@@ -32,7 +32,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import torch
 import torch.distributed as tdist
@@ -95,6 +95,32 @@ def setup(device_name: str) -> Dist:
 def teardown(dist: Dist) -> None:
     if dist.owns_group and tdist.is_initialized():
         tdist.destroy_process_group()
+
+
+def under_torchrun() -> bool:
+    """True in a process that torchrun (or ``vqlab train --nproc N``) started as one of several."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def leave(code: int = 0) -> NoReturn:
+    """End a data-parallel worker process with ``code``, skipping the interpreter's teardown.
+
+    Why: in torch 2.13 a ``DistributedDataParallel`` keeps its gloo process group alive after
+    ``destroy_process_group`` (the group's worker threads are still running; a group that no DDP
+    used is joined there). When one of those threads frees a finished collective's tensors while
+    Python is finalizing, it needs the GIL, cannot take it, and the C++ runtime aborts the
+    process ("terminate called without an active exception", SIGABRT) *after* the run finished
+    and wrote everything; torchrun then reports the run as failed. Seen here about once in 25
+    2-rank tiny runs on a loaded 2-core machine (a core dump shows ``AsyncBroadcastWork``'s
+    destructor in ``ProcessGroupGloo::runLoop`` beside ``Py_FinalizeEx``). Every file vqlab
+    writes is closed before this point; the standard streams are flushed here.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed or broken pipe has nothing left to say
+            pass
+    os._exit(code)
 
 
 def check_batch(batch_size: int, dist: Dist) -> None:
