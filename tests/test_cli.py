@@ -105,6 +105,24 @@ def test_bad_input_is_one_line_exit_2(tmp_path, capsys, argv, fragment):
     assert "Traceback" not in err
 
 
+def test_replicate_takes_each_experiments_own_presets(tmp_path, capsys):
+    from vqlab.experiments import cifar, recipes
+    from vqlab.experiments.replications import EXPERIMENTS, PRESETS
+
+    assert set(PRESETS) == set(EXPERIMENTS)
+    assert PRESETS["cifar10"] == tuple(cifar.CIFAR_PRESETS) and "cpu-wide" in PRESETS["cifar10"]
+    assert PRESETS["recipes"] == tuple(recipes.PRESETS)
+    # cifar10's cpu-wide passes the preset check (the next check, --data, answers)...
+    code, _, err = run_cli(capsys, "replicate", "cifar10", "--out", str(tmp_path / "a"),
+                           "--preset", "cpu-wide")  # fmt: skip
+    assert code == 2 and "needs --data" in err, err
+    # ...and an experiment without it names the ones it has
+    code, _, err = run_cli(capsys, "replicate", "recipes", "--out", str(tmp_path / "b"),
+                           "--preset", "cpu-wide")  # fmt: skip
+    assert code == 2 and "unknown preset 'cpu-wide' for recipes" in err and "'gpu'" in err
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
 def test_sweep_skips_finished_and_records_failures(tmp_path, capsys):
     out = tmp_path / "sweep"
     argv = [

@@ -12,16 +12,17 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from vqlab.experiments import capacity, init_study, recipes, synthetic
 from vqlab.experiments.capacity import replicate_capacity
-from vqlab.experiments.cifar import replicate_cifar10
-from vqlab.experiments.generation import replicate_generation
+from vqlab.experiments.cifar import CIFAR_PRESETS, replicate_cifar10
+from vqlab.experiments.generation import GENERATION_PRESETS, replicate_generation
 from vqlab.experiments.init_study import replicate_init
-from vqlab.experiments.recipe_search import replicate_beat_peer
+from vqlab.experiments.recipe_search import SEARCH_PRESETS, replicate_beat_peer
 from vqlab.experiments.recipes import replicate_recipes
 from vqlab.experiments.sweep import report_only as sweep_report_only
 from vqlab.experiments.synthetic import replicate_synthetic
-from vqlab.experiments.tokenizer import replicate_tokenizer
-from vqlab.experiments.var import replicate_var
+from vqlab.experiments.tokenizer import TOKENIZER_PRESETS, replicate_tokenizer
+from vqlab.experiments.var import VAR_PRESETS, replicate_var
 
 Replication = Callable[..., list[dict[str, Any]]]
 
@@ -35,6 +36,18 @@ EXPERIMENTS: dict[str, Replication] = {
     "generation": replicate_generation,
     "var": replicate_var,
     "beat-peer": replicate_beat_peer,
+}
+# the preset names each experiment has (``cifar10`` has ``cpu-wide`` besides cpu and gpu)
+PRESETS: dict[str, tuple[str, ...]] = {
+    "synthetic": tuple(synthetic.PRESETS),
+    "cifar10": tuple(CIFAR_PRESETS),
+    "capacity": tuple(capacity.PRESETS),
+    "init": tuple(init_study.STEPS),
+    "recipes": tuple(recipes.PRESETS),
+    "tokenizer": tuple(TOKENIZER_PRESETS),
+    "generation": tuple(GENERATION_PRESETS),
+    "var": tuple(VAR_PRESETS),
+    "beat-peer": tuple(SEARCH_PRESETS),
 }
 # one sweep and a report over its rows, which reads pending runs as missing (tested)
 REPORT_ONLY = ("cifar10", "recipes", "beat-peer")
