@@ -110,9 +110,10 @@ def leave(code: int = 0) -> NoReturn:
     used is joined there). When one of those threads frees a finished collective's tensors while
     Python is finalizing, it needs the GIL, cannot take it, and the C++ runtime aborts the
     process ("terminate called without an active exception", SIGABRT) *after* the run finished
-    and wrote everything; torchrun then reports the run as failed. Seen here about once in 25
-    2-rank tiny runs on a loaded 2-core machine (a core dump shows ``AsyncBroadcastWork``'s
-    destructor in ``ProcessGroupGloo::runLoop`` beside ``Py_FinalizeEx``). Every file vqlab
+    and wrote everything; torchrun then reports the run as failed. Seen here in 2 of 146 2-rank
+    tiny runs on a loaded 2-core machine, and in 2 of 20 runs of the DDP test file; a core dump
+    shows ``AsyncBroadcastWork``'s destructor in ``ProcessGroupGloo::runLoop`` beside
+    ``Py_FinalizeEx``. Every file vqlab
     writes is closed before this point; the standard streams are flushed here.
     """
     for stream in (sys.stdout, sys.stderr):
