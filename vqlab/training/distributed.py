@@ -113,8 +113,8 @@ def leave(code: int = 0) -> NoReturn:
     and wrote everything; torchrun then reports the run as failed. Seen here in 2 of 146 2-rank
     tiny runs on a loaded 2-core machine, and in 2 of 20 runs of the DDP test file; a core dump
     shows ``AsyncBroadcastWork``'s destructor in ``ProcessGroupGloo::runLoop`` beside
-    ``Py_FinalizeEx``. Every file vqlab
-    writes is closed before this point; the standard streams are flushed here.
+    ``Py_FinalizeEx``. Every file vqlab writes is closed before this point; the standard
+    streams are flushed here.
     """
     for stream in (sys.stdout, sys.stderr):
         try:
