@@ -12,6 +12,9 @@ import json
 import multiprocessing
 import os
 import re
+import signal
+import sys
+import threading
 import traceback
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -98,6 +101,67 @@ def _train_one(config: RunConfig, run_dir: Path, command: str | None, threads: i
     return train_or_resume(config, run_dir, command)
 
 
+INTERRUPTED = "interrupted (the same command resumes it)"
+
+
+class SweepTerminated(SystemExit):
+    """SIGTERM reached a sweep's parent process (exit code 143, as the signal's own)."""
+
+    def __init__(self) -> None:
+        super().__init__(128 + signal.SIGTERM)
+
+
+@contextmanager
+def _stop_workers_on_exit(
+    pool: ProcessPoolExecutor, rows: list[dict[str, Any]], results: Path
+) -> Iterator[None]:
+    """A parallel sweep that is stopped takes its workers with it.
+
+    Without this, SIGTERM (``kill``, ``pkill -f 'vqlab replicate'``, a scheduler's timeout) ends
+    the parent alone, and the pool's workers, which match neither name, go on training into the
+    output folder with no one to record their results. Here SIGTERM raises
+    :class:`SweepTerminated` in the parent; on it, or on Ctrl-C, the workers are terminated and
+    joined (each run keeps its last checkpoint, which checkpoints write atomically, so the same
+    command resumes it), the queued runs are cancelled, and ``results.csv`` marks every run not
+    finished as interrupted before the exception goes on.
+    """
+    ours_before = set(multiprocessing.active_children())  # the pool starts its workers lazily
+    previous = None
+    if threading.current_thread() is threading.main_thread():  # signal handlers live there only
+        previous = signal.getsignal(signal.SIGTERM)
+
+        def _raise(signum: int, frame: object) -> None:
+            raise SweepTerminated()
+
+        signal.signal(signal.SIGTERM, _raise)
+    try:
+        yield
+    except BaseException:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut this
+        workers = [p for p in multiprocessing.active_children() if p not in ours_before]
+        for worker in workers:  # first: shutdown(wait=True) would wait for the runs in flight
+            worker.terminate()
+        for worker in workers:
+            worker.join(timeout=30)
+        pool.shutdown(wait=True, cancel_futures=True)
+        for row in rows:
+            if "status" not in row:
+                row["status"] = INTERRUPTED
+        write_results(results, rows)
+        if isinstance(sys.exc_info()[1], SweepTerminated):
+            left = sum(row["status"] == INTERRUPTED for row in rows)
+            print(
+                f"vqlab: stopped by SIGTERM; {left} runs in {results.parent} marked interrupted "
+                "in results.csv; the same command resumes them",
+                file=sys.stderr,
+            )
+        raise
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
 def _record_failure(row: dict[str, Any], run_dir: Path, err: BaseException, trace: str) -> None:
     row.update(status="failed", error=f"{type(err).__name__}: {err}")
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -171,7 +235,9 @@ def run_sweep(
     else:
         threads = max(1, (os.cpu_count() or 1) // jobs)
         ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool, _stop_workers_on_exit(
+            pool, rows, out / "results.csv"
+        ):
             futures = {
                 pool.submit(_train_one, config, run_dir, command, threads): (row, run_dir)
                 for row, run_dir, config in todo
