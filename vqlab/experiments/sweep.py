@@ -235,8 +235,9 @@ def run_sweep(
     else:
         threads = max(1, (os.cpu_count() or 1) // jobs)
         ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool, _stop_workers_on_exit(
-            pool, rows, out / "results.csv"
+        with (
+            ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool,
+            _stop_workers_on_exit(pool, rows, out / "results.csv"),
         ):
             futures = {
                 pool.submit(_train_one, config, run_dir, command, threads): (row, run_dir)
