@@ -62,7 +62,8 @@ def test_replicate_cifar10(tmp_path, tiny_cifar):
     status = {r["run"]: r["status"] for r in again}
     assert status[cut.name] == PENDING
     assert sum(v.startswith("skipped") for v in status.values()) == 3
-    assert "K=8: a run is missing or failed" in (out / "report.md").read_text()
+    line = "K=8: no comparison yet (standard: skipped (finished); deferred: pending (not run))"
+    assert line in (out / "report.md").read_text()
     assert {r["status"] for r in read_results(out / "results.csv")} >= {PENDING}
 
 

@@ -90,11 +90,16 @@ def _findings(rows: list[dict], sizes: list[int]) -> list[str]:
     by = {
         (r.get("strategy"), r.get("codebook_size")): r for r in rows if r.get("status") != "failed"
     }
+    # each run's status by its grid point, for the sizes without both runs finished
+    status = {
+        (r.get("train.strategy"), str(r.get("vq.codebook_size"))): r.get("status") for r in rows
+    }
     lines = []
     for k in sizes:
         s, d = by.get(("standard", k)), by.get(("deferred", k))
         if not (s and d):
-            lines.append(f"- K={k}: a run is missing or failed; see results.csv.")
+            states = "; ".join(f"{st}: {status.get((st, str(k)), 'missing')}" for st in BOTH)
+            lines.append(f"- K={k}: no comparison yet ({states}); see results.csv.")
             continue
         mse = (d["recon_mse"] / s["recon_mse"] - 1) * 100
         lines.append(
