@@ -198,3 +198,30 @@ def scenario_nonfinite(rank: int, world: int, out: Path) -> None:
         tokenizer.wrap, engine._run = real_wrap, real_run
     dump(seen["run"].task.model, out / f"skip.rank{rank}.safetensors")
     (out / f"nonfinite.rank{rank}.json").write_text(json.dumps(result))
+
+
+def scenario_restart_more_dead_than_rows(rank: int, world: int, out: Path) -> None:
+    """A dead-code restart with more dead codes than global rows, and ``random_subset`` alone.
+
+    Each rank seeds its generator differently, so only the broadcasts keep the ranks in step:
+    without them each rank would re-seed its own share of the dead codes.
+    """
+    from vqlab.quantizers.collective import random_subset
+    from vqlab.quantizers.vq import VectorQuantizer
+
+    torch.manual_seed(100 + rank)
+    subset = random_subset(torch.arange(40) * 3, 7)
+    # K=64 codes, all dead (threshold 1.0 > any EMA count of a 16-row global batch spread over
+    # 64 codes); 8 distinct rows per rank: 16 rows to re-seed 16 of the 64 codes
+    torch.manual_seed(0)  # the same initial codebook on both ranks
+    vq = VectorQuantizer(4, 64, update="grad", dead_code_threshold=1.0)
+    before = vq.codebook.clone()
+    z_global = torch.arange(64.0).reshape(16, 4) + 1000.0  # far from every initial code
+    torch.manual_seed(200 + rank)
+    vq.train()
+    vq(z_global[8 * rank : 8 * (rank + 1)])
+    save_file(
+        {"subset": subset, "codebook": vq.codebook.contiguous(), "before": before,
+         "z_global": z_global, "counts": vq.ema_counts.contiguous()},
+        str(out / f"restart.rank{rank}.safetensors"),
+    )  # fmt: skip

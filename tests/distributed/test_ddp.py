@@ -21,6 +21,7 @@ from ddp_workers import (
     TINY,
     scenario_init,
     scenario_nonfinite,
+    scenario_restart_more_dead_than_rows,
     scenario_resume,
     scenario_train,
     spawn,
@@ -143,3 +144,20 @@ def test_a_non_finite_batch_on_one_rank_stops_or_skips_every_rank_alike(tmp_path
     assert w0.keys() == w1.keys() and all(torch.equal(w0[k], w1[k]) for k in w0)
     rows = {r["step"]: r for r in read_metrics(tmp_path / "skip") if r["phase"] != "init"}
     assert rows[40]["nonfinite_skipped"] == 0 and rows[79]["nonfinite_skipped"] == 1
+
+
+def test_a_restart_with_more_dead_codes_than_rows_stays_in_step_across_ranks(tmp_path):
+    """``random_subset``'s broadcast: rank 0's choice of dead codes is every rank's."""
+    spawn(scenario_restart_more_dead_than_rows, tmp_path)
+    r0, r1 = (load_file(str(tmp_path / f"restart.rank{r}.safetensors")) for r in (0, 1))
+    assert torch.equal(r0["subset"], r1["subset"])  # drawn from differently seeded generators
+    assert r0["subset"].unique().numel() == 7 and set(r0["subset"].tolist()) <= set(
+        range(0, 120, 3)
+    )
+    assert torch.equal(r0["codebook"], r1["codebook"]) and torch.equal(r0["counts"], r1["counts"])
+    # 16 of the 64 codes were re-seeded, each with a distinct row of the global batch
+    changed = (r0["codebook"] != r0["before"]).any(dim=1)
+    assert int(changed.sum()) == 16
+    rows = {tuple(row.tolist()) for row in r0["z_global"]}
+    reseeded = [tuple(row.tolist()) for row in r0["codebook"][changed]]
+    assert set(reseeded) == rows  # every global row once, so the two shards' rows both appear
