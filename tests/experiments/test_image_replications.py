@@ -64,6 +64,7 @@ def test_replicate_cifar10(tmp_path, tiny_cifar):
     assert sum(v.startswith("skipped") for v in status.values()) == 3
     line = "K=8: no comparison yet (standard: skipped (finished); deferred: pending (not run))"
     assert line in (out / "report.md").read_text()
+    assert "| pending (not run) | deferred | 8 |" in (out / "report.md").read_text()
     assert {r["status"] for r in read_results(out / "results.csv")} >= {PENDING}
 
 

@@ -110,6 +110,14 @@ def _findings(rows: list[dict], sizes: list[int]) -> list[str]:
     return lines + _trend(by, sizes)
 
 
+def _with_grid_point(rows: list[dict]) -> list[dict]:
+    """Rows whose strategy and K show even where no summary gave them (a pending or failed run)."""
+    return [
+        {"strategy": r.get("train.strategy"), "codebook_size": r.get("vq.codebook_size"), **r}
+        for r in rows
+    ]
+
+
 def _trend(by: dict, sizes: list[int]) -> list[str]:
     """The papers' two claims over K: where standard has the lower test MSE, and whether its
     perplexity flattens past 2^13 while deferred's keeps rising."""
@@ -194,7 +202,7 @@ def replicate_cifar10(
         "",
         "## All runs",
         "",
-        markdown_table(rows, ["status", *COLUMNS]),
+        markdown_table(_with_grid_point(rows), ["status", *COLUMNS]),
         "",
         "## Plots",
         "",
