@@ -1,5 +1,7 @@
 """cifar10, capacity and init replications end to end at toy size (no shared data needed)."""
 
+import shutil
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -65,6 +67,14 @@ def test_replicate_cifar10(tmp_path, tiny_cifar):
     line = "K=8: no comparison yet (standard: skipped (finished); deferred: pending (not run))"
     assert line in (out / "report.md").read_text()
     assert "| pending (not run) | deferred | 8 |" in (out / "report.md").read_text()
+    # with every K=8 run gone, the training plot shows the largest K that has runs
+    shutil.rmtree(out / "runs" / "vq.codebook_size=8__train.strategy=standard")
+    shutil.rmtree(cut)
+    replications.replicate(
+        "cifar10", out, data=tiny_cifar, progress=False, command="t", report_only=True
+    )
+    assert "plots/spread_over_training_K4.png" in (out / "report.md").read_text()
+    assert (out / "plots" / "spread_over_training_K4.png").is_file()
     assert {r["status"] for r in read_results(out / "results.csv")} >= {PENDING}
 
 

@@ -172,12 +172,15 @@ def replicate_cifar10(
         plots / "vs_codebook_size.png",
         title=f"CIFAR-10 ({preset} preset): standard vs deferred against codebook size",
     )
-    k = max(sizes)
-    run_dirs = {
-        s: out / RUNS_DIR / run_name({"vq.codebook_size": str(k), "train.strategy": s})
-        for s in ("standard", "deferred")
-    }
-    run_dirs = {s: d for s, d in run_dirs.items() if (d / "metrics.jsonl").is_file()}
+
+    def trained(k: int) -> dict[str, Path]:
+        dirs = {s: out / RUNS_DIR / run_name({"vq.codebook_size": str(k), "train.strategy": s})
+                for s in BOTH}  # fmt: skip
+        return {s: d for s, d in dirs.items() if (d / "metrics.jsonl").is_file()}
+
+    # the largest K, or in a sweep cut short the largest K that has a run to show
+    k = max((k for k in sizes if trained(k)), default=max(sizes))
+    run_dirs = trained(k)
     plot_over_training(
         run_dirs,
         ["codebook_mean_l2", "codebook_mean_cos_dist", "perplexity"],
