@@ -41,10 +41,11 @@ _CPU: dict[str, Any] = {  # a small model, few steps, 2,000 test images
 CIFAR_PRESETS: dict[str, dict[str, Any]] = {
     # ~30 min on 2 CPU cores: K up to 4096
     "cpu": {**_CPU, "sizes": [256, 1024, 4096]},
-    # the papers' full trend on 2 CPU cores, ~3 hours with --jobs 2: the cpu preset's model and
-    # budget at K = 2^4 .. 2^16; the k-means sample grows to 2 K vectors where K passes 16384
-    # (k-means needs at least one per code). Estimated per run on one core: ~7 min at K <= 4096
-    # (the cpu preset's runs), ~30 at 65536 (the search and k-means grow with K)
+    # the papers' full trend on 2 CPU cores: the cpu preset's model and budget at K = 2^4 ..
+    # 2^16; the k-means sample grows to 2 K vectors where K passes 16384 (k-means needs at
+    # least one per code). Measured with --jobs 2 on an idle machine (results/cifar10-wide-cpu):
+    # 230-290 s a run at K <= 4096, 300-350 at 8192, 370-470 at 16384, 610-780 at 32768 and
+    # 1740-2110 at 65536 (the seeding and the Lloyd steps grow as N K): ~2.5 hours in all
     "cpu-wide": {**_CPU, "sizes": [2**p for p in range(4, 17)]},
     # one H100, a few minutes a run: the reference run's scale (D=64, 8x8, batch 256, 4000 steps)
     "gpu": {
