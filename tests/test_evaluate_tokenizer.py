@@ -12,7 +12,7 @@ from vqlab.cli import main
 from vqlab.evaluation.featnet import build_featnet, default_config, save_featnet
 from vqlab.evaluation.image_metrics import psnr
 from vqlab.experiments import replications, tokenizer
-from vqlab.experiments.results import read_results
+from vqlab.reports.results import read_results
 
 
 @pytest.fixture(scope="module")

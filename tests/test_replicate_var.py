@@ -9,7 +9,7 @@ from test_evaluate_tokenizer import TOY_TOKENIZER_PRESET
 
 from vqlab.evaluation.generation import token_usage
 from vqlab.experiments import replications, tokenizer, var
-from vqlab.experiments.results import read_results
+from vqlab.reports.results import read_results
 
 
 def _toy(monkeypatch):

@@ -7,8 +7,8 @@ import pytest
 from PIL import Image
 
 from vqlab.experiments import capacity, cifar, init_study, replications
-from vqlab.experiments.results import read_results
 from vqlab.experiments.sweep import PENDING, report_only
+from vqlab.reports.results import read_results
 
 TINY_CONV = {
     "model.width": 8,

@@ -4,7 +4,7 @@ import pytest
 from test_image_replications import TINY_CONV, tiny_cifar  # noqa: F401 (a fixture)
 
 from vqlab.experiments import recipe_search, replications
-from vqlab.experiments.results import read_results
+from vqlab.reports.results import read_results
 
 # the cpu preset at toy size: the bridge and both refits inside an 8-step run
 TOY = {**TINY_CONV, "vq.codebook_size": 8, "bridge_steps": 2, "refit_at": 5, "refit_late_at": 7}

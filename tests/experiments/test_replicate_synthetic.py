@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from vqlab.experiments import replications, synthetic
-from vqlab.experiments.results import read_results
+from vqlab.reports.results import read_results
 
 
 def test_replicate_synthetic_writes_report_table_and_plots(tmp_path, monkeypatch):

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from vqlab.experiments.results import read_results
 from vqlab.experiments.sweep import INTERRUPTED
+from vqlab.reports.results import read_results
 
 TINY = Path(__file__).parents[2] / "configs" / "tiny.yaml"
 

@@ -109,7 +109,7 @@ def perceptual_distance(
 
 
 def eval_report(run: str | Path, m: dict[str, Any], command: str) -> str:
-    from vqlab.experiments.markdown import markdown_table, provenance
+    from vqlab.reports.markdown import markdown_table, provenance
 
     sha = (m.get("featnet_sha256") or "")[:12]
     quality = [

@@ -10,10 +10,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from vqlab.experiments.markdown import markdown_table, provenance
-from vqlab.experiments.plots import plot_against
 from vqlab.experiments.sweep import check_preset, expand, run_sweep
 from vqlab.experiments.synthetic import SYNTHETIC_BASE
+from vqlab.reports.markdown import markdown_table, provenance
+from vqlab.reports.plots import plot_against
 
 PRESETS: dict[str, dict[str, Any]] = {
     "cpu": {

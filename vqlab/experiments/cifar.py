@@ -11,9 +11,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from vqlab.experiments.markdown import markdown_table, provenance
-from vqlab.experiments.plots import plot_over_training, plot_vs_codebook_size
 from vqlab.experiments.sweep import RUNS_DIR, check_preset, expand, need_data, run_name, run_sweep
+from vqlab.reports.markdown import markdown_table, provenance
+from vqlab.reports.plots import plot_over_training, plot_vs_codebook_size
 
 # Sizes, widths and steps are [open] in the papers; these are vqlab's choices, stated in reports.
 CIFAR_BASE: dict[str, Any] = {

@@ -12,8 +12,8 @@ import numpy as np
 
 from vqlab.data.dataset import load_dataset
 from vqlab.diagnostics.verdict import collapse_verdict, data_reference
-from vqlab.experiments.markdown import markdown_table, provenance
-from vqlab.experiments.plots import plot_tokens
+from vqlab.reports.markdown import markdown_table, provenance
+from vqlab.reports.plots import plot_tokens
 from vqlab.training.checkpoint import load_checkpoint
 from vqlab.training.distributed import resolve_device
 from vqlab.training.evaluate import SAMPLES_FILE, evaluate

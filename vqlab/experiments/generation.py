@@ -23,10 +23,10 @@ from typing import Any
 import numpy as np
 
 from vqlab.config import build_config
-from vqlab.experiments.markdown import markdown_table, provenance
-from vqlab.experiments.results import write_results
 from vqlab.experiments.sweep import RUNS_DIR, check_preset, need_data, run_sweep
 from vqlab.experiments.tokenizer import TOKENIZER_PRESETS, _feature_nets, tokenizer_runs
+from vqlab.reports.markdown import markdown_table, provenance
+from vqlab.reports.results import write_results
 
 GENERATION_PRESETS: dict[str, dict[str, Any]] = {
     # ~2.5 hours on 2 CPU cores: two tokenizers (shared with replicate tokenizer), 4 priors

@@ -12,10 +12,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from vqlab.experiments.markdown import markdown_table, provenance
-from vqlab.experiments.plots import plot_bars
 from vqlab.experiments.sweep import check_preset, expand, run_sweep
 from vqlab.experiments.synthetic import SYNTHETIC_BASE
+from vqlab.reports.markdown import markdown_table, provenance
+from vqlab.reports.plots import plot_bars
 
 ARMS = [
     ("standard", "kmeans"),
@@ -102,7 +102,7 @@ def replicate_init(
         "",
     ]
     (out / "report.md").write_text("\n".join(text))
-    from vqlab.experiments.results import write_results
+    from vqlab.reports.results import write_results
 
     write_results(out / "results.csv", rows)
     return rows

@@ -29,11 +29,11 @@ import numpy as np
 
 from vqlab.config import RunConfig
 from vqlab.experiments.cifar import CIFAR_BASE
-from vqlab.experiments.markdown import markdown_table, provenance
 from vqlab.experiments.recipes import PRESETS as RECIPE_PRESETS
 from vqlab.experiments.recipes import RESTART_THRESHOLD, sweep_image_runs
-from vqlab.experiments.results import write_results
 from vqlab.experiments.sweep import RUNS_DIR, check_preset, expand, need_data, reporting_only
+from vqlab.reports.markdown import markdown_table, provenance
+from vqlab.reports.results import write_results
 
 PEER = {"vq.impl": "vector_quantize_pytorch", "vq.dead_code_threshold": RESTART_THRESHOLD}
 RESTART = {"vq.dead_code_threshold": RESTART_THRESHOLD}

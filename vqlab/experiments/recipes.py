@@ -26,10 +26,10 @@ from pathlib import Path
 from typing import Any
 
 from vqlab.experiments.cifar import CIFAR_BASE, CIFAR_PRESETS
-from vqlab.experiments.markdown import markdown_table, provenance
-from vqlab.experiments.plots import plot_bars
-from vqlab.experiments.results import write_results
 from vqlab.experiments.sweep import check_preset, expand, need_data, run_sweep
+from vqlab.reports.markdown import markdown_table, provenance
+from vqlab.reports.plots import plot_bars
+from vqlab.reports.results import write_results
 
 RESTART_THRESHOLD = 2.0  # the reference run (vector-quantize-pytorch, threshold 2)
 CODE_DIM = 8

@@ -26,9 +26,9 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from vqlab.config import RunConfig, build_config
-from vqlab.experiments.markdown import markdown_table, provenance
-from vqlab.experiments.plots import plot_vs_codebook_size
-from vqlab.experiments.results import write_results
+from vqlab.reports.markdown import markdown_table, provenance
+from vqlab.reports.plots import plot_vs_codebook_size
+from vqlab.reports.results import write_results
 
 RUNS_DIR = "runs"
 

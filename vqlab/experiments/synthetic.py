@@ -9,9 +9,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from vqlab.experiments.markdown import markdown_table, provenance
-from vqlab.experiments.plots import plot_over_training, plot_tokens, plot_vs_codebook_size
 from vqlab.experiments.sweep import RUNS_DIR, check_preset, expand, run_name, run_sweep
+from vqlab.reports.markdown import markdown_table, provenance
+from vqlab.reports.plots import plot_over_training, plot_tokens, plot_vs_codebook_size
 from vqlab.training.evaluate import SAMPLES_FILE
 
 # Synthetic mixture: the papers' 10 peaks x 1,000 points; widths, steps and sizes are [open]

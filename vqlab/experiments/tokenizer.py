@@ -21,9 +21,9 @@ from typing import Any
 import numpy as np
 
 from vqlab.experiments.cifar import CIFAR_BASE, CIFAR_PRESETS
-from vqlab.experiments.markdown import markdown_table, provenance
-from vqlab.experiments.results import write_results
 from vqlab.experiments.sweep import RUNS_DIR, check_preset, expand, need_data, run_sweep
+from vqlab.reports.markdown import markdown_table, provenance
+from vqlab.reports.results import write_results
 
 # the cpu preset: the cifar10 replication's cpu model at half its step budget, the losses of
 # the papers' tokenizer table, ~1 hour on 2 CPU cores for the 8 runs (plus the feature nets)

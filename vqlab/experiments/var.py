@@ -34,10 +34,10 @@ from vqlab.experiments.generation import (
     stage_times,
     tokenize_all,
 )
-from vqlab.experiments.markdown import markdown_table, provenance
-from vqlab.experiments.results import write_results
 from vqlab.experiments.sweep import RUNS_DIR, check_preset, expand, need_data, run_sweep
 from vqlab.experiments.tokenizer import TOKENIZER_PRESETS, _feature_nets, tokenizer_runs
+from vqlab.reports.markdown import markdown_table, provenance
+from vqlab.reports.results import write_results
 
 VAR_PRESETS: dict[str, dict[str, Any]] = {
     # measured: 2.3 hours on 2 CPU cores with --jobs 2 (half of it beside another experiment):
@@ -282,7 +282,7 @@ def _sample_scales(out: Path, rows: list[dict], tokens: dict[str, Path]) -> None
 
 def _plots(out: Path, tok_rows: list[dict], rows: list[dict]) -> None:
     """plots/per_scale.png: the tokenizers' perplexity and usage against scale."""
-    from vqlab.experiments.plots import plot_against
+    from vqlab.reports.plots import plot_against
 
     (out / "plots").mkdir(exist_ok=True)
     plot_against(
