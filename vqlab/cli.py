@@ -239,7 +239,7 @@ def diagnose(
     data: Annotated[Path | None, typer.Option(help="Evaluate on this dataset path.")] = None,
 ) -> None:
     """Diagnostics of a trained model: diagnostics.json, plots/tokens.png and report.md."""
-    from vqlab.experiments.diagnose import diagnose_run
+    from vqlab.runs.diagnose import diagnose_run
 
     metrics = diagnose_run(run, out, data_path=data, command=_command())
     typer.echo(json.dumps(metrics))
@@ -256,7 +256,8 @@ def tokenize(
     quiet: QuietOpt = False,
 ) -> None:
     """Encode a dataset's train and test splits to token ids (train_ids, test_ids, ... in .npz)."""
-    from vqlab.tokenizer import Tokenizer, tokenize_dataset
+    from vqlab.runs.tokenize import tokenize_dataset
+    from vqlab.tokenizer import Tokenizer
 
     tok = Tokenizer.from_pretrained(run)
     typer.echo(
@@ -277,7 +278,7 @@ def sample(
     quiet: QuietOpt = False,
 ) -> None:
     """Sample token ids from a prior (samples.npz); with its tokenizer also images.npz, grid.png."""
-    from vqlab.priors.run import sample_run
+    from vqlab.runs.sample import sample_run
 
     info = sample_run(
         run, n, out, labels=labels, overrides=set_ or [], device=device, progress=not quiet
@@ -298,7 +299,7 @@ def evaluate(
     quiet: QuietOpt = False,
 ) -> None:
     """A tokenizer's r-FD/r-KD (featnet), PSNR, SSIM, MSE and collapse verdict: eval.json."""
-    from vqlab.evaluation.tokenizer import evaluate_tokenizer
+    from vqlab.runs.evaluate import evaluate_tokenizer
 
     if limit < 0:
         raise UsageError(f"--limit must be >= 0; got {limit}")

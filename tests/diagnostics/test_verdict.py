@@ -74,7 +74,7 @@ def test_diagnose_reports_open_with_the_verdict_on_a_collapsed_and_a_healthy_run
     # the papers' effect at toy scale (tests/training/test_loop.py): standard quantization
     # uses 11-14% of K=64 codes, deferred 78-100%
     from vqlab import load_config, train
-    from vqlab.experiments.diagnose import diagnose_run
+    from vqlab.runs.diagnose import diagnose_run
 
     small = [
         "data.samples_per_peak=200",

@@ -107,7 +107,7 @@ def _tokenizers(out: Path, data, preset: dict, jobs: int, progress: bool) -> tup
     if failed:
         raise RuntimeError(f"tokenizer runs failed: {failed}; see {out / 'tokenizers'}")
     found = {r[1]["train.strategy"]: out / "tokenizers" / RUNS_DIR / r[0] for r in mine}
-    from vqlab.evaluation.tokenizer import evaluate_tokenizer
+    from vqlab.runs.evaluate import evaluate_tokenizer
 
     limit = int(TOKENIZER_PRESETS[tok_preset].get("data.test_limit", 0))
     for run in found.values():  # r-FD of each tokenizer (done already in a reused folder)
@@ -118,7 +118,8 @@ def _tokenizers(out: Path, data, preset: dict, jobs: int, progress: bool) -> tup
 
 def tokenize_all(out: Path, data, tokenizers: dict, progress: bool) -> dict[str, Path]:
     """``out/tokens/<name>.npz`` of each tokenizer run folder (by name), encoded once."""
-    from vqlab.tokenizer import Tokenizer, tokenize_dataset
+    from vqlab.runs.tokenize import tokenize_dataset
+    from vqlab.tokenizer import Tokenizer
 
     files = {}
     for strategy, run in tokenizers.items():
@@ -189,8 +190,8 @@ def sample_and_score(out, rows, tokens, tokenizers, featnet, data, p, progress) 
     from vqlab.data.dataset import load_dataset
     from vqlab.evaluation.featnet import load_featnet
     from vqlab.evaluation.generation import generation_metrics, real_reference
-    from vqlab.priors.run import sample_run
     from vqlab.priors.tokens import load_tokens
+    from vqlab.runs.sample import sample_run
     from vqlab.tokenizer import Tokenizer
 
     net = load_featnet(featnet)

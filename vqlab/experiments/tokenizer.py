@@ -131,7 +131,7 @@ def replicate_tokenizer(
 ) -> list[dict[str, Any]]:
     """The tokenizer table (module docstring): report.md, results.csv, plots/."""
     from vqlab.evaluation.featnet import load_featnet
-    from vqlab.evaluation.tokenizer import evaluate_tokenizer
+    from vqlab.runs.evaluate import evaluate_tokenizer
 
     need_data("tokenizer", data)
     check_preset(preset, TOKENIZER_PRESETS)  # before the feature nets read the preset

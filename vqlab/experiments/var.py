@@ -136,7 +136,7 @@ def tokenizer_runs_var(data, preset: dict, percepnet: str | Path) -> list:
 
 def _tokenizers(out: Path, data, preset: dict, jobs: int, progress: bool) -> tuple[list, Path]:
     """Train (or reuse) and evaluate every tokenizer; (their rows, the featnet folder)."""
-    from vqlab.evaluation.tokenizer import evaluate_tokenizer
+    from vqlab.runs.evaluate import evaluate_tokenizer
 
     tok_preset = preset["tokenizer_preset"]
     featnet, percepnet = _feature_nets(out / "tokenizers", data, tok_preset, progress)

@@ -23,49 +23,14 @@ from safetensors.torch import load_file
 from torch import nn
 
 from vqlab.config import RunConfig
-from vqlab.priors.maskgit import MaskGIT, evaluate_prior, maskgit_loss
-from vqlab.priors.tokens import TokenData, load_tokens
+from vqlab.priors.maskgit import evaluate_prior, maskgit_loss
+from vqlab.priors.pretrained import build_prior, load_quantizer
+from vqlab.priors.tokens import load_tokens
 from vqlab.training.distributed import Dist, check_batch, shard, sum_over_ranks
 from vqlab.training.feed import BatchSampler
 from vqlab.training.guard import is_finite
 from vqlab.training.schedule import Schedule
 from vqlab.training.tasks.base import StepLosses
-
-
-def load_quantizer(tokens: TokenData, device: torch.device | str = "cpu") -> nn.Module:
-    """The frozen quantizer of the multi-scale tokenizer a VAR token file names."""
-    from pathlib import Path
-
-    from vqlab.errors import ConfigError
-    from vqlab.tokenizer import Tokenizer
-
-    if not tokens.tokenizer or not Path(tokens.tokenizer).exists():
-        raise ConfigError(
-            f"prior.kind=var builds its inputs with the tokenizer; the token file names "
-            f"{tokens.tokenizer!r}, which does not exist"
-        )
-    quantizer = Tokenizer.from_pretrained(tokens.tokenizer, device).model.quantizer
-    if not hasattr(quantizer, "split_indices"):
-        raise ConfigError(
-            f"prior.kind=var needs a multi-scale tokenizer (vq.kind=multiscale); "
-            f"{tokens.tokenizer} has one grid: use prior.kind=maskgit"
-        )
-    return quantizer.eval().requires_grad_(False)
-
-
-def build_prior(
-    config: RunConfig, tokens: TokenData, quantizer: nn.Module | None = None
-) -> nn.Module:
-    """The prior of ``prior.*`` for the token file's K, L (scales) and classes."""
-    pc = config.prior
-    size = {"depth": pc.depth, "width": pc.width, "heads": pc.heads, "dropout": pc.dropout}
-    if pc.kind == "maskgit":
-        return MaskGIT(tokens.codebook_size, tokens.seq_len, tokens.num_classes, **size)
-    if pc.kind == "var":
-        from vqlab.priors.var import VAR
-
-        return VAR(tokens.codebook_size, tokens.scales, quantizer.dim, tokens.num_classes, **size)
-    raise ValueError(f"prior.kind={pc.kind!r} is not available")
 
 
 class PriorTask:

@@ -12,46 +12,18 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file
 
-from vqlab.config import RunConfig, load_config
+from vqlab.config import load_config
 from vqlab.errors import ConfigError
+from vqlab.priors.pretrained import load_prior
 from vqlab.priors.sampling import maskgit_sample
-from vqlab.priors.tokens import TokenData, load_tokens
+from vqlab.priors.tokens import TokenData
 
 PNG_COUNT = 8
-
-
-class Prior(NamedTuple):
-    """A trained prior: the model (MaskGIT or VAR, eval mode), its config, its token file, and
-    for VAR the tokenizer's frozen quantizer that builds its inputs (None for MaskGIT)."""
-
-    model: torch.nn.Module
-    config: RunConfig
-    tokens: TokenData
-    quantizer: torch.nn.Module | None
-
-
-def load_prior(run: str | Path, device: str | torch.device = "cpu") -> Prior:
-    """A prior run folder -> :class:`Prior`."""
-    from vqlab.training.tasks.prior import build_prior, load_quantizer
-
-    run = Path(run)
-    weights = run / "checkpoint" / "model.safetensors"
-    if not (run / "config.yaml").is_file() or not weights.is_file():
-        raise FileNotFoundError(f"{run} is not a trained prior run (no config.yaml, checkpoint/)")
-    config = load_config(run / "config.yaml")
-    if config.task != "prior":
-        raise ConfigError(f"{run} trained task={config.task}, not a prior")
-    tokens = load_tokens(config.data.path)
-    quantizer = load_quantizer(tokens, device) if config.prior.kind == "var" else None
-    model = build_prior(config, tokens, quantizer)
-    model.load_state_dict(load_file(str(weights)))
-    return Prior(model.to(device).eval(), config, tokens, quantizer)
 
 
 def parse_labels(spec: str, n: int, num_classes: int) -> np.ndarray | None:
