@@ -1,5 +1,7 @@
-"""The house rules of issue 15, checked over ``vqlab/`` with ``ast`` so that they stay true.
+"""The house rules of issues 15 and 24, checked over ``vqlab/`` with ``ast`` so that they stay true.
 
+- every top-level module or package has a floor (``FLOORS``, the map of ``ARCHITECTURE.md``),
+  and no module imports from a floor above its own (at module level or inside a function);
 - no import cycle between modules (imports at any level, ``TYPE_CHECKING`` blocks aside);
 - no module over ``MAX_MODULE_LINES`` lines;
 - no function over ``MAX_FUNCTION_LINES`` lines (decorators excluded, docstring included).
@@ -14,6 +16,35 @@ PACKAGE = Path(__file__).resolve().parents[1] / "vqlab"
 MAX_MODULE_LINES = 500
 MAX_FUNCTION_LINES = 120
 
+# The floors of ARCHITECTURE.md, bottom up: a module imports only from its own floor or below.
+FLOORS = {
+    # 1. leaves
+    "errors": 1,
+    "validation": 1,
+    "memory": 1,
+    # 2. components: know nothing of training, run folders or reports
+    "config": 2,
+    "data": 2,
+    "quantizers": 2,
+    "losses": 2,
+    "diagnostics": 2,
+    "models": 2,
+    "priors": 2,
+    "evaluation": 2,
+    # 3. the engine, and the tokenizer for inference
+    "training": 3,
+    "tokenizer": 3,
+    # 4. run-level code and reporting
+    "runs": 4,
+    "reports": 4,
+    # 5. replications
+    "experiments": 5,
+    # 6. entry points: the CLI, and the package's public face (``from vqlab import train``)
+    "cli": 6,
+    "__main__": 6,
+    "": 6,
+}
+
 
 def _modules() -> dict[str, Path]:
     """Dotted name -> path of every module of the package (a package is its ``__init__``)."""
@@ -24,6 +55,25 @@ def _modules() -> dict[str, Path]:
             parts = parts[:-1]
         found[".".join(parts)] = path
     return found
+
+
+def _floor(module: str) -> tuple[str, int | None]:
+    """(top-level name, floor) of a dotted module name (``""`` is the package itself)."""
+    parts = module.split(".")
+    top = parts[1] if len(parts) > 1 else ""
+    return top, FLOORS.get(top)
+
+
+def _upward(graph: dict[str, set[str]]) -> list[str]:
+    """Every import from a lower floor to a higher one, as ``a (floor) -> b (floor)``."""
+    out = []
+    for module, targets in sorted(graph.items()):
+        _, low = _floor(module)
+        for target in sorted(targets):
+            _, high = _floor(target)
+            if low is not None and high is not None and high > low:
+                out.append(f"{module} ({low}) -> {target} ({high})")
+    return out
 
 
 def _is_type_checking(node: ast.If) -> bool:
@@ -112,6 +162,27 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
         if v not in index:
             visit(v)
     return found
+
+
+def test_every_top_level_package_has_a_floor():
+    tops = {_floor(m)[0] for m in _modules()}
+    missing = sorted(t for t in tops if t not in FLOORS)
+    assert not missing, f"top-level modules without a floor in FLOORS: {missing}"
+    gone = sorted(t for t in FLOORS if t not in tops)
+    assert not gone, f"FLOORS names modules that do not exist: {gone}"
+
+
+def test_no_import_goes_up_a_floor():
+    up = _upward(_graph())
+    assert not up, "imports from a lower floor to a higher one: " + "; ".join(up)
+
+
+def test_the_floor_check_sees_an_upward_import_inside_a_function():
+    tree = ast.parse("def f():\n    from vqlab.training.engine import train\n")
+    mods = {"vqlab.quantizers.vq": 0, "vqlab.training.engine": 0}
+    graph = {"vqlab.quantizers.vq": _imported(tree, "vqlab.quantizers.vq", False, mods)}
+    assert _upward(graph) == ["vqlab.quantizers.vq (2) -> vqlab.training.engine (3)"]
+    assert _upward({"vqlab.training.engine": {"vqlab.quantizers.vq"}}) == []
 
 
 def test_no_import_cycles():

@@ -21,7 +21,6 @@ from vqlab.quantizers.multiscale import INIT_WAYS
 from vqlab.quantizers.rotation import ESTIMATORS
 from vqlab.quantizers.vq import INIT_METHODS as INITS
 from vqlab.quantizers.vq import SEARCHES, UPDATES, simvq_conflict
-from vqlab.training.schedule import STRATEGIES
 
 DATA_NAMES = ("gaussian_mixture", "cifar10", "image_folder", "idx", "tokens")
 MODEL_KINDS = ("mlp", "conv")
@@ -37,6 +36,9 @@ RECIPES: dict[str, dict[str, Any]] = {
     "best": {"simvq": True, "update": "grad", "train.strategy": "deferred"},
 }
 DEVICES = ("auto", "cpu", "cuda")
+# the schedules of train.strategy (:mod:`vqlab.training.schedule` obeys them; config, below
+# training, owns the vocabulary)
+STRATEGIES = ("standard", "deferred")
 NONFINITE_ACTIONS = ("stop", "skip")
 LR_SCHEDULES = ("constant", "cosine")
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-STRATEGIES = ("standard", "deferred")
+from vqlab.config.schema import STRATEGIES
 
 
 @dataclass(frozen=True)
