@@ -11,6 +11,7 @@ Glossary (used throughout the package):
 
 from vqlab.config import RunConfig, load_config
 from vqlab.diagnostics import diagnose
+from vqlab.quantizers.deferred import DeferredQuantizer, init_codebook_
 from vqlab.quantizers.distance import nearest_code
 from vqlab.quantizers.kmeans import KMeansResult, kmeans
 from vqlab.quantizers.vq import VectorQuantizer, VQOutput
@@ -20,12 +21,14 @@ from vqlab.training.engine import train
 __version__ = "0.1.0"
 
 __all__ = [
+    "DeferredQuantizer",
     "KMeansResult",
     "RunConfig",
     "Tokenizer",
     "VQOutput",
     "VectorQuantizer",
     "diagnose",
+    "init_codebook_",
     "kmeans",
     "load_config",
     "nearest_code",

@@ -106,6 +106,28 @@ class ReservoirSampler:
         self._keys[slots] = pool_keys[win]
         self._pos[slots] = pool_pos[win]
 
+    def state_dict(self) -> dict:
+        """Everything the sample depends on (rows, keys, positions, rows seen, the generator),
+        so that a sampler restored by :meth:`load_state_dict` continues bit for bit."""
+        m = len(self)
+        rows = self._rows[:m].clone() if self._rows is not None else None
+        return {
+            "size": self.size,
+            "seen": self.seen,
+            "generator": self._gen.get_state(),
+            "rows": rows,
+            "keys": self._keys.clone(),
+            "positions": self._pos.clone(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore what :meth:`state_dict` returned (the rows keep their saved device)."""
+        self.size, self.seen = int(state["size"]), int(state["seen"])
+        self._gen.set_state(state["generator"])
+        self._rows = None if state["rows"] is None else state["rows"].clone()
+        self._keys = state["keys"].clone()
+        self._pos = state["positions"].clone()
+
     def sample(self) -> torch.Tensor:
         """The sampled rows, (m, D) with ``m = min(size, seen)``, in arrival order."""
         if self._rows is None:
