@@ -3,6 +3,8 @@
     python benchmarks/bench_vq.py                 # CUDA: N=65,536, D in {32, 256}, K up to 262k
     python benchmarks/bench_vq.py --quick         # CPU-sized shapes: torch chunked vs cdist
     python benchmarks/bench_vq.py --plot FILE.csv # redraw the plot of an earlier run
+    TRITON_INTERPRET=1 python benchmarks/bench_vq.py --smoke --sections search,train
+                                                  # toy shapes; the kernel in triton's interpreter
 
 Sections (each row: median time of repeats after warm-up, peak memory, agreement):
 - ``search``: ``nearest_code`` through the fused Triton kernel (exact and fast), the chunked torch
@@ -26,6 +28,7 @@ import functools
 import gc
 import importlib.metadata
 import json
+import os
 import platform
 import re
 import statistics
@@ -41,11 +44,15 @@ from vqlab.quantizers.distance import nearest_code, nearest_code_torch
 GiB = 2**30
 FULL = {"n": 65_536, "dims": (32, 256), "ks": (1024, 16_384, 65_536, 262_144)}
 QUICK = {"n": 4096, "dims": (32,), "ks": (1024, 4096)}
+SMOKE = {"n": 64, "dims": (8,), "ks": (32,)}  # seconds even in triton's CPU interpreter
+TARGET_MS = 1500.0  # time spent on the repeats of one row
+MIN_REPEATS, WARMUP = 3, 2  # --smoke: 1 and 1 (a test of the script, not a timing)
 
 
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="small shapes (the CPU default)")
+    p.add_argument("--smoke", action="store_true", help="toy shapes, 3 repeats: a test run")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--sections", default="search,train,agreement")
     p.add_argument("--budget-s", type=float, default=480.0, help="skip rows after this long")
@@ -59,17 +66,18 @@ def sync(dev: torch.device) -> None:
         torch.cuda.synchronize(dev)
 
 
-def measure(fn: Callable[[], object], dev: torch.device, target_ms: float = 1500.0) -> dict:
-    """Warm up (2 runs: compile, autotune, caches), then time repeats: median in ms, and the
-    peak memory of one more run (GiB, everything allocated at that moment included)."""
-    for _ in range(2):
+def measure(fn: Callable[[], object], dev: torch.device, target_ms: float | None = None) -> dict:
+    """Warm up (``WARMUP`` runs: compile, autotune, caches), then time repeats: median in ms,
+    and the peak memory of one more run (GiB, everything allocated at that moment included)."""
+    for _ in range(WARMUP):
         fn()
     sync(dev)
     t0 = time.perf_counter()
     fn()
     sync(dev)
     est_ms = (time.perf_counter() - t0) * 1e3
-    repeats = int(min(30, max(3, target_ms / max(est_ms, 1e-3))))
+    target_ms = TARGET_MS if target_ms is None else target_ms
+    repeats = int(min(30, max(MIN_REPEATS, target_ms / max(est_ms, 1e-3))))
     times = []
     for _ in range(repeats):
         if dev.type == "cuda":
@@ -106,7 +114,9 @@ def guarded(fn: Callable[[], dict], dev: torch.device) -> dict:
 
 
 def triton_ok(dev: torch.device) -> bool:
-    return dev.type == "cuda" and distance.triton_available()
+    """The kernel runs: on CUDA, or on the CPU in triton's interpreter (TRITON_INTERPRET=1)."""
+    interpret = os.environ.get("TRITON_INTERPRET") == "1"
+    return (dev.type == "cuda" or interpret) and distance.triton_available()
 
 
 def bench_search(n: int, d: int, k: int, dev: torch.device) -> list[dict]:
@@ -384,6 +394,9 @@ def main() -> None:
     )
     dev = torch.device(want)
     shapes = QUICK if args.quick or dev.type == "cpu" else FULL
+    if args.smoke:
+        global TARGET_MS, MIN_REPEATS, WARMUP
+        shapes, TARGET_MS, MIN_REPEATS, WARMUP = SMOKE, 0.0, 1, 1
     sections = args.sections.split(",")
     started = time.perf_counter()
     rows: list[dict] = []
