@@ -13,6 +13,10 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "vqlab"
+TESTS = Path(__file__).resolve().parent
+# test folders that cut across the package: 2-process (gloo) runs of the engine and of the
+# quantizers, which share their spawned workers
+CROSS_CUTTING = {"distributed"}
 MAX_MODULE_LINES = 500
 MAX_FUNCTION_LINES = 120
 
@@ -183,6 +187,27 @@ def test_the_floor_check_sees_an_upward_import_inside_a_function():
     graph = {"vqlab.quantizers.vq": _imported(tree, "vqlab.quantizers.vq", False, mods)}
     assert _upward(graph) == ["vqlab.quantizers.vq (2) -> vqlab.training.engine (3)"]
     assert _upward({"vqlab.training.engine": {"vqlab.quantizers.vq"}}) == []
+
+
+def test_tests_mirror_the_package():
+    """``tests/a/b/`` tests ``vqlab/a/b/`` or ``vqlab/a/b.py``; a file at the top of ``tests/``
+    is ``test_<module>*.py`` for a top-level module (``test_cli_bad_input.py``: ``cli.py``), or
+    this file, which tests the whole house. ``CROSS_CUTTING`` folders are the exception."""
+    loose = []
+    for path in sorted(TESTS.rglob("test_*.py")):
+        rel = path.relative_to(TESTS)
+        if len(rel.parts) == 1:
+            name = rel.stem.removeprefix("test_")
+            tops = [p.stem for p in PACKAGE.glob("*.py")] + ["house"]
+            if not any(name == t or name.startswith(t + "_") for t in tops):
+                loose.append(str(rel))
+            continue
+        if rel.parts[0] in CROSS_CUTTING:
+            continue
+        folder = PACKAGE.joinpath(*rel.parts[:-1])
+        if not (folder.is_dir() or folder.with_suffix(".py").is_file()):
+            loose.append(str(rel))
+    assert not loose, f"test files whose folder or name mirrors nothing in vqlab/: {loose}"
 
 
 def test_no_import_cycles():

@@ -1,10 +1,8 @@
 """The tokenizer task's VQGAN-style losses inside the engine: perceptual and adversarial."""
 
-import sys
-from pathlib import Path
-
 import pytest
 import torch
+from image_fixtures import TINY_TOKENIZER, image_folder
 from safetensors.torch import load_file
 
 from vqlab import load_config
@@ -12,9 +10,6 @@ from vqlab.evaluation.featnet import build_featnet, default_config, save_featnet
 from vqlab.training import engine
 from vqlab.training.checkpoint import load_training_state
 from vqlab.training.logging import read_metrics
-
-sys.path.insert(0, str(Path(__file__).parents[1]))
-from image_fixtures import TINY_TOKENIZER, image_folder  # noqa: E402
 
 
 class Crash(RuntimeError):

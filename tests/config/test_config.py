@@ -4,7 +4,7 @@ import pytest
 
 from vqlab.config import ConfigError, RunConfig, load_config, save_config, valid_keys
 
-CONFIGS = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
+CONFIGS = sorted((Path(__file__).parents[2] / "configs").glob("*.yaml"))
 
 
 def test_defaults_and_overrides_are_typed():

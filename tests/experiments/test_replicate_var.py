@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 from image_fixtures import image_folder
-from test_evaluate_tokenizer import TOY_TOKENIZER_PRESET
+from test_replicate_tokenizer import TOY_TOKENIZER_PRESET
 
 from vqlab.evaluation.generation import token_usage
 from vqlab.experiments import replications, tokenizer, var

@@ -128,9 +128,6 @@ def test_readme_python_snippet_runs(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     # what the README's commands before the Tokenizer snippet make: a trained image tokenizer
     # in runs/tok (here a tiny one, on a folder of 32x32 images)
-    import sys
-
-    sys.path.insert(0, str(ROOT / "tests"))
     from image_fixtures import TINY_TOKENIZER, image_folder
 
     monkeypatch.setenv("VQLAB_CACHE", str(tmp_path / "cache"))
