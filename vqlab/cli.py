@@ -17,15 +17,9 @@ from typing import Annotated
 
 import typer
 
-from vqlab.config import ConfigError, load_config
-from vqlab.data.errors import DataError
-from vqlab.evaluation.errors import FeatNetError
+from vqlab.config import load_config
+from vqlab.errors import UserError
 from vqlab.experiments.replications import EXPERIMENTS
-from vqlab.priors.tokens import TokenFileError
-from vqlab.quantizers.peer import MissingDependency
-from vqlab.tokenizer import TokenizerError
-from vqlab.training.checkpoint import CheckpointError
-from vqlab.training.logging import RunFolderError
 
 app = typer.Typer(
     add_completion=False,
@@ -35,21 +29,7 @@ app = typer.Typer(
     help="Train vector-quantized tokenizers that do not collapse, and show whether they did.",
 )
 
-USER_ERRORS = (
-    ConfigError,
-    DataError,
-    RunFolderError,
-    CheckpointError,
-    FileNotFoundError,
-    NotADirectoryError,
-    MissingDependency,
-    FeatNetError,
-    TokenizerError,
-    TokenFileError,
-)
-
-
-class UsageError(ValueError):
+class UsageError(UserError, ValueError):
     """A bad command-line argument (exit code 2)."""
 
 
@@ -369,7 +349,11 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point: runs the app and turns bad input into one line on stderr and exit code 2."""
     try:
         code = app(args=argv, standalone_mode=False)
-    except (*USER_ERRORS, UsageError) as err:
+    except UserError as err:  # every error of bad input (vqlab.errors)
+        return _error(str(err))
+    except (FileNotFoundError, NotADirectoryError) as err:
+        # the OS's own answer for a path the user typed that is not there (an unreadable
+        # --config, a --data file): bad input too
         return _error(str(err))
     except Exception as err:
         # the parser's own errors (missing option, no such command). Typer vendors its click

@@ -24,13 +24,14 @@ import torch
 from safetensors.torch import save_file
 
 from vqlab.config import RunConfig
+from vqlab.errors import UserError
 from vqlab.models.autoencoder import VQAutoencoder
 from vqlab.models.checkpoint import CONFIG_FILE, MODEL_FILE, load_checkpoint
 
 BATCH = 256
 
 
-class TokenizerError(ValueError):
+class TokenizerError(UserError, ValueError):
     """Input a tokenizer cannot take (the CLI turns it into exit code 2)."""
 
 

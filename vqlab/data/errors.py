@@ -6,8 +6,10 @@ without importing the others. ``vqlab.data.images`` re-exports it.
 
 from __future__ import annotations
 
+from vqlab.errors import UserError
 
-class DataError(ValueError):
+
+class DataError(UserError, ValueError):
     """Bad or missing input data. The message is one line naming the path and the problem.
 
     The CLI turns it into a one-line error on stderr and exit code 2.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from vqlab.errors import UserError
 
-class FeatNetError(ValueError):
+
+class FeatNetError(UserError, ValueError):
     """A feature net folder that is missing, corrupt or does not fit the images (one line)."""

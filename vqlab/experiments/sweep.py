@@ -26,6 +26,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from vqlab.config import RunConfig, build_config
+from vqlab.errors import MissingFileError
 from vqlab.reports.markdown import markdown_table, provenance
 from vqlab.reports.plots import plot_vs_codebook_size
 from vqlab.reports.results import write_results
@@ -36,7 +37,7 @@ RUNS_DIR = "runs"
 def need_data(name: str, data: object) -> None:
     """A replication on CIFAR-10 refuses to start without ``--data``."""
     if data is None:
-        raise FileNotFoundError(f"replicate {name} needs --data (a CIFAR-10 folder or zip)")
+        raise MissingFileError(f"replicate {name} needs --data (a CIFAR-10 folder or zip)")
 
 
 def check_preset(preset: str, presets: dict) -> None:

@@ -16,13 +16,14 @@ import torch
 from safetensors.torch import load_file
 
 from vqlab.config import RunConfig, build_config
+from vqlab.errors import MissingFileError, UserError
 from vqlab.models.autoencoder import VQAutoencoder
 
 MODEL_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError, ValueError):
     """A checkpoint file that cannot be read (the CLI turns it into exit code 2)."""
 
 
@@ -48,9 +49,7 @@ def load_checkpoint(
     if (path / "checkpoint").is_dir():
         path = path / "checkpoint"
     if not (path / MODEL_FILE).is_file() or not (path / CONFIG_FILE).is_file():
-        raise FileNotFoundError(
-            f"no checkpoint in {path} (expected {MODEL_FILE} and {CONFIG_FILE})"
-        )
+        raise MissingFileError(f"no checkpoint in {path} (expected {MODEL_FILE} and {CONFIG_FILE})")
     config, input_shape = load_checkpoint_config(path)
     if config.task != "tokenizer":
         raise CheckpointError(f"{path} holds a task={config.task} model, not a tokenizer")

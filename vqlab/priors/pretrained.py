@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from vqlab.config import RunConfig, load_config
-from vqlab.errors import ConfigError
+from vqlab.errors import ConfigError, MissingFileError
 from vqlab.models.checkpoint import load_checkpoint
 from vqlab.priors.maskgit import MaskGIT
 from vqlab.priors.tokens import TokenData, load_tokens
@@ -68,7 +68,7 @@ def load_prior(run: str | Path, device: str | torch.device = "cpu") -> Prior:
     run = Path(run)
     weights = run / "checkpoint" / "model.safetensors"
     if not (run / "config.yaml").is_file() or not weights.is_file():
-        raise FileNotFoundError(f"{run} is not a trained prior run (no config.yaml, checkpoint/)")
+        raise MissingFileError(f"{run} is not a trained prior run (no config.yaml, checkpoint/)")
     config = load_config(run / "config.yaml")
     if config.task != "prior":
         raise ConfigError(f"{run} trained task={config.task}, not a prior")

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from vqlab.errors import UserError
+
 KEYS = (
     "train_ids",
     "test_ids",
@@ -30,7 +32,7 @@ KEYS = (
 )
 
 
-class TokenFileError(ValueError):
+class TokenFileError(UserError, ValueError):
     """A token file that is missing, unreadable or breaks the contract (one-line message)."""
 
 

@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vqlab.errors import UserError
 from vqlab.quantizers.distance import nearest_code
 from vqlab.quantizers.vq import INIT_METHODS, VQOutput, fit_codes
 from vqlab.validation import check_init_args, check_quantizer_input
@@ -40,7 +41,7 @@ PEER_VERSION = "1.32.0"
 EVAL_MAX_BYTES = 256 * 2**20  # one (rows, K) fp32 distance block outside training
 
 
-class MissingDependency(ImportError):
+class MissingDependency(UserError, ImportError):
     """An optional dependency a requested feature needs is not installed."""
 
 

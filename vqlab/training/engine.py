@@ -42,6 +42,7 @@ import torch
 from tqdm.auto import tqdm
 
 from vqlab.config import RunConfig, load_config
+from vqlab.errors import MissingFileError
 from vqlab.training.checkpoint import (
     TrainingState,
     load_checkpoint_config,
@@ -102,7 +103,7 @@ def resume(run_dir: str | Path, *, progress: bool = True, command: str | None = 
     """
     run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").is_file():
-        raise FileNotFoundError(f"--resume {run_dir}: not a run folder (no config.yaml there)")
+        raise MissingFileError(f"--resume {run_dir}: not a run folder (no config.yaml there)")
     config = load_config(run_dir / "config.yaml")
     if (run_dir / "summary.json").is_file():
         return json.loads((run_dir / "summary.json").read_text())

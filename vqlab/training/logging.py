@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from vqlab.config import RunConfig, save_config
+from vqlab.errors import UserError
 
 try:
     import fcntl
@@ -26,7 +27,7 @@ except ImportError:  # not POSIX (Windows): no locking
 LOCK_FILE = ".lock"
 
 
-class RunFolderError(ValueError):
+class RunFolderError(UserError, ValueError):
     """The output folder cannot be used (the CLI turns it into exit code 2)."""
 
 
