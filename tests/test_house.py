@@ -191,14 +191,16 @@ def test_the_floor_check_sees_an_upward_import_inside_a_function():
 
 def test_tests_mirror_the_package():
     """``tests/a/b/`` tests ``vqlab/a/b/`` or ``vqlab/a/b.py``; a file at the top of ``tests/``
-    is ``test_<module>*.py`` for a top-level module (``test_cli_bad_input.py``: ``cli.py``), or
-    this file, which tests the whole house. ``CROSS_CUTTING`` folders are the exception."""
+    is ``test_<module>*.py`` for a top-level module (``test_cli_bad_input.py``: ``cli.py``) or a
+    script of ``benchmarks/`` (``test_device_check.py``), or this file, which tests the house.
+    ``CROSS_CUTTING`` folders are the exception."""
     loose = []
     for path in sorted(TESTS.rglob("test_*.py")):
         rel = path.relative_to(TESTS)
         if len(rel.parts) == 1:
             name = rel.stem.removeprefix("test_")
             tops = [p.stem for p in PACKAGE.glob("*.py")] + ["house"]
+            tops += [p.stem for p in (PACKAGE.parent / "benchmarks").glob("*.*")]
             if not any(name == t or name.startswith(t + "_") for t in tops):
                 loose.append(str(rel))
             continue
