@@ -37,29 +37,27 @@ import contextlib
 import math
 import numbers
 from collections.abc import Iterator
+from contextvars import ContextVar
 
 import torch
 
-_VALUE_CHECKS = [True]  # a list so that value_checks() can flip it without a global statement
+# Scoped to the current thread / task (a ContextVar, not a process-wide flag): a ``with
+# value_checks(False)`` block in one thread leaves the checks of every other thread on.
+_VALUE_CHECKS: ContextVar[bool] = ContextVar("vqlab_value_checks", default=True)
 
 
 @contextlib.contextmanager
 def value_checks(enabled: bool) -> Iterator[None]:
     """Turn the NaN / Inf / magnitude checks (one sync each) on or off inside a ``with`` block.
 
-    The switch is process-wide (not per thread), and restored when the block ends.
+    The switch holds for the code this block runs (this thread or task only) and is restored
+    when the block ends.
     """
-    previous = _VALUE_CHECKS[0]
-    _VALUE_CHECKS[0] = bool(enabled)
+    token = _VALUE_CHECKS.set(bool(enabled))
     try:
         yield
     finally:
-        _VALUE_CHECKS[0] = previous
-
-
-def value_checks_enabled() -> bool:
-    """Whether :func:`check_values` currently looks at the values."""
-    return _VALUE_CHECKS[0]
+        _VALUE_CHECKS.reset(token)
 
 
 def max_magnitude(dim: int, compute: torch.dtype = torch.float32) -> float:
@@ -150,7 +148,7 @@ def check_values(
     what: the computation, for the message ("nearest-code search", ...).
     Does nothing inside ``with value_checks(False)``.
     """
-    if not _VALUE_CHECKS[0]:
+    if not _VALUE_CHECKS.get():
         return
     items = [(n, t.detach()) for n, t in named.items() if t.numel() > 0]
     if not items:

@@ -1,15 +1,12 @@
-"""GAN losses, adaptive weight, R1 and the start factor against hand-computed values."""
+"""GAN losses, adaptive weight and R1 against hand-computed values."""
 
 import math
 
 import pytest
 import torch
 
-from vqlab.errors import ConfigError
 from vqlab.losses import (
     adaptive_weight,
-    gan_losses,
-    gan_start_factor,
     hinge_d_loss,
     hinge_g_loss,
     nonsaturating_d_loss,
@@ -50,19 +47,6 @@ def test_softplus_forms_stay_finite_for_huge_logits():
     big = torch.tensor([1e4])
     assert nonsaturating_g_loss(big).item() == 0.0
     assert nonsaturating_d_loss(-big, big).item() == pytest.approx(1e4)
-
-
-def test_gan_losses_registry():
-    assert gan_losses("hinge") == (hinge_d_loss, hinge_g_loss)
-    assert gan_losses("nonsaturating").g is nonsaturating_g_loss
-    with pytest.raises(ConfigError, match="hinge, nonsaturating"):
-        gan_losses("wasserstein")
-
-
-def test_gan_start_factor_switches_on_at_start():
-    assert gan_start_factor(99, 100) == 0.0
-    assert gan_start_factor(100, 100) == 1.0
-    assert gan_start_factor(0, 0) == 1.0
 
 
 def _two_by_two(v_scale: float = 1.0):

@@ -194,6 +194,27 @@ def test_value_checks_can_be_switched_off_but_not_the_type_checks():
         vq(bad)
 
 
+def test_switching_value_checks_off_holds_in_its_own_thread_only():
+    import threading
+
+    vq = VectorQuantizer(2, 3).eval()
+    bad = torch.tensor([[float("nan"), 0.0]])
+    seen = []
+
+    def other():
+        try:
+            vq(bad)
+        except ValueError as err:
+            seen.append(str(err))
+
+    with value_checks(False):
+        vq(bad)
+        thread = threading.Thread(target=other)
+        thread.start()
+        thread.join()
+    assert len(seen) == 1 and "NaN" in seen[0]
+
+
 def test_meta_tensors_are_refused():
     with pytest.raises(ValueError, match="z_e is a meta tensor"):
         VectorQuantizer(3, 2)(torch.zeros(2, 3, device="meta"))

@@ -5,10 +5,8 @@ from vqlab.quantizers.fsq import FSQ
 from vqlab.quantizers.interface import (
     QUANTIZERS,
     MultiLevelOutput,
-    MultiLevelQuantizer,
     Quantizer,
     QuantizerOutput,
-    build_quantizer,
 )
 from vqlab.quantizers.lfq import LFQ
 from vqlab.quantizers.multiscale import MultiScaleQuantizer
@@ -29,14 +27,12 @@ def test_registry_maps_kinds_to_classes():
         "fsq": FSQ,
         "lfq": LFQ,
     }
-    with pytest.raises(ValueError, match="multiscale"):
-        build_quantizer("residual", dim=4, codebook_size=8)
 
 
 @pytest.mark.parametrize("kind", ["single", "multiscale"])
 def test_every_searching_quantizer_keeps_the_contract(kind):
     torch.manual_seed(0)
-    q = build_quantizer(kind, **ARGS[kind])
+    q = QUANTIZERS[kind](**ARGS[kind])
     assert isinstance(q, Quantizer)
     z = torch.randn(2, 4, 4, 4)  # (B, D, h, w)
     q.init_from_data(z.permute(0, 2, 3, 1).reshape(-1, 4), method="kmeans", iters=3, seed=0)
@@ -57,7 +53,7 @@ def test_grid_quantizers_keep_the_contract_with_their_implicit_codebook(kind):
     # a fixed grid rounds in its own (bounded) space, so its ids need not be the nearest
     # implicit code in the input space; everything else holds as for the searching layers
     torch.manual_seed(0)
-    q = build_quantizer(kind, **ARGS[kind])
+    q = QUANTIZERS[kind](**ARGS[kind])
     assert isinstance(q, Quantizer)
     z = torch.randn(2, 4, 4, 4)
     q.init_from_data(z.permute(0, 2, 3, 1).reshape(-1, 4), method="kmeans", iters=3, seed=0)
@@ -72,10 +68,12 @@ def test_grid_quantizers_keep_the_contract_with_their_implicit_codebook(kind):
 
 
 def test_multi_level_members_only_on_the_multiscale_layer():
-    single = build_quantizer("single", **ARGS["single"])
-    multi = build_quantizer("multiscale", **ARGS["multiscale"])
-    assert not isinstance(single, MultiLevelQuantizer)
-    assert isinstance(multi, MultiLevelQuantizer)
+    single = QUANTIZERS["single"](**ARGS["single"])
+    multi = QUANTIZERS["multiscale"](**ARGS["multiscale"])
+    # callers tell a multi-level layer by its members (Tokenizer, the VAR prior's loader)
+    members = ("scales", "split_indices", "per_scale_counts", "next_scale_input")
+    assert all(hasattr(multi, m) for m in members)
+    assert not any(hasattr(single, m) for m in members[1:])
     z = torch.randn(2, 4, 4, 4)
     assert isinstance(multi(z), MultiLevelOutput)
     assert not isinstance(single(z), MultiLevelOutput)

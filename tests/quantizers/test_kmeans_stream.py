@@ -1,12 +1,11 @@
-"""Tests of vqlab.quantizers.kmeans_stream: reservoir sampling and streaming k-means."""
+"""Tests of vqlab.quantizers.kmeans_stream: reservoir sampling."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from vqlab.quantizers.kmeans import kmeans
-from vqlab.quantizers.kmeans_stream import ReservoirSampler, kmeans_streaming
+from vqlab.quantizers.kmeans_stream import ReservoirSampler
 
 
 @pytest.fixture(scope="module")
@@ -60,20 +59,6 @@ def test_sample_is_uniform():
     assert torch.all((hits / trials - 0.3).abs() < 0.05)
 
 
-def test_streaming_equals_in_memory_kmeans(data):
-    streamed = kmeans_streaming(iter(splits(data)), 8, iters=10, seed=0, sample_size=1000)
-    in_memory = kmeans(data, 8, iters=10, seed=0)
-    assert torch.equal(streamed.centroids, in_memory.centroids)
-    assert streamed.inertia == in_memory.inertia
-
-
-def test_streaming_on_a_subsample(data):
-    res = kmeans_streaming(splits(data), 8, iters=10, seed=1, sample_size=200)
-    ref = kmeans(bottom_k_reference(data, 200, 1), 8, iters=10, seed=1)
-    assert torch.equal(res.centroids, ref.centroids)
-    assert res.counts.sum().item() == 200
-
-
 def test_rows_are_stored_detached_in_first_dtype():
     s = ReservoirSampler(4)
     s.add(torch.randn(3, 2, requires_grad=True).half())
@@ -101,7 +86,3 @@ def test_bad_batches_are_rejected(batch, error):
 def test_bad_arguments_are_rejected(data):
     with pytest.raises(ValueError, match="size"):
         ReservoirSampler(0)
-    with pytest.raises(ValueError, match="no rows"):
-        kmeans_streaming([], 2, sample_size=10)
-    with pytest.raises(ValueError, match="only 100"):
-        kmeans_streaming([data], 200, sample_size=100)

@@ -2,11 +2,7 @@
 
 from vqlab.losses.discriminator import NORMS, PatchDiscriminator
 from vqlab.losses.gan import (
-    GAN_LOSSES,
-    GanLosses,
     adaptive_weight,
-    gan_losses,
-    gan_start_factor,
     hinge_d_loss,
     hinge_g_loss,
     nonsaturating_d_loss,
@@ -16,15 +12,11 @@ from vqlab.losses.gan import (
 from vqlab.losses.perceptual import LPIPSLoss, PerceptualLoss, load_lpips, unit_normalize
 
 __all__ = [
-    "GAN_LOSSES",
     "NORMS",
-    "GanLosses",
     "LPIPSLoss",
     "PatchDiscriminator",
     "PerceptualLoss",
     "adaptive_weight",
-    "gan_losses",
-    "gan_start_factor",
     "hinge_d_loss",
     "hinge_g_loss",
     "load_lpips",

@@ -1,4 +1,4 @@
-"""Adversarial losses for a VQGAN-style tokenizer: D and G losses, adaptive weight, R1, start.
+"""Adversarial losses for a VQGAN-style tokenizer: D and G losses, adaptive weight, R1.
 
 Conventions (logits from :class:`vqlab.losses.discriminator.PatchDiscriminator`, any shape; a
 mean runs over every element, so over batch and patches alike):
@@ -15,13 +15,8 @@ for the generator; ``factor * d_loss (+ r1)`` for D) is the training task's.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import NamedTuple
-
 import torch
 import torch.nn.functional as F
-
-from vqlab.errors import ConfigError
 
 
 def hinge_d_loss(logits_real: torch.Tensor, logits_fake: torch.Tensor) -> torch.Tensor:
@@ -46,26 +41,6 @@ def hinge_g_loss(logits_fake: torch.Tensor) -> torch.Tensor:
 def nonsaturating_g_loss(logits_fake: torch.Tensor) -> torch.Tensor:
     """mean softplus(-fake) = -mean log sigmoid(fake) -> (): the non-saturating G loss."""
     return F.softplus(-logits_fake).mean()
-
-
-class GanLosses(NamedTuple):
-    """The pair of losses one GAN kind uses: ``d(logits_real, logits_fake)``, ``g(logits_fake)``."""
-
-    d: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-    g: Callable[[torch.Tensor], torch.Tensor]
-
-
-GAN_LOSSES: dict[str, GanLosses] = {
-    "hinge": GanLosses(hinge_d_loss, hinge_g_loss),
-    "nonsaturating": GanLosses(nonsaturating_d_loss, nonsaturating_g_loss),
-}
-
-
-def gan_losses(kind: str) -> GanLosses:
-    """The D and G losses of ``kind`` (``"hinge"`` or ``"nonsaturating"``)."""
-    if kind not in GAN_LOSSES:
-        raise ConfigError(f"unknown GAN loss {kind!r}; valid: {', '.join(GAN_LOSSES)}")
-    return GAN_LOSSES[kind]
 
 
 def _grad(loss: torch.Tensor, wrt: torch.Tensor, name: str) -> torch.Tensor:
@@ -125,8 +100,3 @@ def r1_penalty(logits_real: torch.Tensor, real_images: torch.Tensor) -> torch.Te
         raise ValueError("logits_real has no graph (computed under no_grad, or detached)")
     (g,) = torch.autograd.grad(logits_real.sum(), real_images, create_graph=True)
     return g.square().flatten(1).sum(1).mean()
-
-
-def gan_start_factor(step: int, start: int) -> float:
-    """0.0 before step ``start``, 1.0 from it on (taming's ``disc_start`` / ``adopt_weight``)."""
-    return 0.0 if step < start else 1.0

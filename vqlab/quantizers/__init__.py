@@ -4,7 +4,7 @@ from vqlab.quantizers.distance import NearestCode, nearest_code
 from vqlab.quantizers.ema import EmaState, batch_statistics, ema_update, laplace_smooth
 from vqlab.quantizers.gmm import GMMResult, fit_gmm
 from vqlab.quantizers.kmeans import KMeansResult, kmeans, kmeans_parallel, kmeans_plusplus
-from vqlab.quantizers.kmeans_stream import ReservoirSampler, kmeans_streaming
+from vqlab.quantizers.kmeans_stream import ReservoirSampler
 from vqlab.quantizers.rotation import rotate_to, rotation_trick, straight_through
 from vqlab.quantizers.vq import VectorQuantizer, VQOutput, fit_codes
 
@@ -23,7 +23,6 @@ __all__ = [
     "kmeans",
     "kmeans_parallel",
     "kmeans_plusplus",
-    "kmeans_streaming",
     "laplace_smooth",
     "nearest_code",
     "rotate_to",

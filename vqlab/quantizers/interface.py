@@ -92,19 +92,6 @@ class Quantizer(Protocol):
     def parameters(self, recurse: bool = ...) -> Iterator[nn.Parameter]: ...
 
 
-@runtime_checkable
-class MultiLevelQuantizer(Quantizer, Protocol):
-    """Plus scales: the side lengths p_1 < ... < p_S of the levels (indices (B, sum p_k^2));
-    split_indices: (B, L) -> S tensors (B, p_k, p_k); per_scale_counts: those -> (S, K) hits;
-    next_scale_input(f_hat_partial, k): the input of a VAR prior at level k + 1."""
-
-    scales: tuple[int, ...]
-
-    def split_indices(self, indices: torch.Tensor) -> list[torch.Tensor]: ...
-    def per_scale_counts(self, level_indices: list[torch.Tensor]) -> torch.Tensor: ...
-    def next_scale_input(self, f_hat_partial: torch.Tensor, k: int) -> torch.Tensor: ...
-
-
 # ``vq.kind`` -> the class; each is called with explicit arguments, never the config tree
 QUANTIZERS: dict[str, Callable[..., nn.Module]] = {
     "single": VectorQuantizer,
@@ -112,10 +99,3 @@ QUANTIZERS: dict[str, Callable[..., nn.Module]] = {
     "fsq": FSQ,
     "lfq": LFQ,
 }
-
-
-def build_quantizer(kind: str, **kwargs: object) -> nn.Module:
-    """``QUANTIZERS[kind](**kwargs)``; an unknown kind is an error naming the valid ones."""
-    if kind not in QUANTIZERS:
-        raise ValueError(f"unknown quantizer kind {kind!r}; choose one of {sorted(QUANTIZERS)}")
-    return QUANTIZERS[kind](**kwargs)

@@ -1,8 +1,9 @@
-"""k-means over a dataset that arrives in batches.
+"""A uniform sample of a dataset that arrives in batches, for k-means over all of it.
 
 Initialising a codebook from one batch of encoder outputs sees only that batch. Here a
 :class:`ReservoirSampler` keeps a uniform, seeded sample of the rows of every batch it is fed,
-in bounded memory, and :func:`kmeans_streaming` clusters that sample with :func:`kmeans`.
+in bounded memory; :func:`~vqlab.quantizers.kmeans.kmeans` then clusters that sample (as
+:class:`~vqlab.quantizers.deferred.DeferredQuantizer` does at its switch).
 
 Sampling rule (bottom-k): every row gets an independent uniform key from a CPU generator, and
 the sample is the ``size`` rows with the smallest keys seen so far. That is a uniform sample
@@ -15,12 +16,7 @@ Glossary: ``n`` rows per batch, ``D`` dimension, ``m`` rows held (``m <= size``)
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 import torch
-
-from vqlab.quantizers.distance import DEFAULT_MAX_BYTES
-from vqlab.quantizers.kmeans import KMeansResult, kmeans
 
 
 class ReservoirSampler:
@@ -134,28 +130,3 @@ class ReservoirSampler:
             raise ValueError("the sampler has seen no rows yet")
         order = torch.argsort(self._pos).to(self._rows.device)
         return self._rows[: len(self)][order]
-
-
-def kmeans_streaming(
-    batches: Iterable[torch.Tensor],
-    k: int,
-    iters: int = 20,
-    seed: int = 0,
-    *,
-    sample_size: int,
-    init: str | torch.Tensor = "kmeans++",
-    max_bytes: int = DEFAULT_MAX_BYTES,
-) -> KMeansResult:
-    """k-means on a uniform sample of up to ``sample_size`` rows drawn from all ``batches``.
-
-    batches: iterable of (n, D) float tensors, e.g. flattened encoder outputs over a dataset.
-    The sample is drawn by :class:`ReservoirSampler` (seeded by ``seed``) and clustered by
-    :func:`kmeans` with the same ``k``, ``iters``, ``seed``, ``init`` and ``max_bytes``. With
-    ``sample_size >=`` the total number of rows this equals ``kmeans(torch.cat(batches), ...)``.
-    """
-    sampler = ReservoirSampler(sample_size, seed)
-    for batch in batches:
-        sampler.add(batch)
-    if sampler.seen == 0:
-        raise ValueError("batches yielded no rows")
-    return kmeans(sampler.sample(), k, iters, seed, init=init, max_bytes=max_bytes)
