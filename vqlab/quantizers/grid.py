@@ -15,8 +15,9 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from vqlab.quantizers.codebook import check_indices, flatten, unflatten
 from vqlab.quantizers.vq import INIT_METHODS
-from vqlab.validation import check_int, check_integer, check_quantizer_input
+from vqlab.validation import check_int
 
 
 @torch.no_grad()
@@ -85,13 +86,10 @@ class GridQuantizer(nn.Module):
         return self.project_out(codes) if self.project_out is not None else codes
 
     def _flatten(self, z_e: torch.Tensor) -> tuple[torch.Tensor, torch.Size]:
-        device = self.initialized.device
-        check_quantizer_input(z_e, dim=self.dim, channel_dim=self.channel_dim, device=device)
-        z = z_e.movedim(self.channel_dim, -1)  # (..., D)
-        return z.reshape(-1, self.dim), z.shape[:-1]
+        return flatten(z_e, self.dim, self.channel_dim, self.initialized.device)
 
     def _unflatten(self, flat: torch.Tensor, lead: torch.Size) -> torch.Tensor:
-        return flat.reshape(*lead, self.dim).movedim(-1, self.channel_dim)
+        return unflatten(flat, lead, self.dim, self.channel_dim)
 
     def to_code_space(self, z_e: torch.Tensor) -> torch.Tensor:
         """Encoder outputs (..., D) (or channel-first) -> (N, D): the flattened ``z_e`` itself.
@@ -104,13 +102,7 @@ class GridQuantizer(nn.Module):
     def lookup(self, indices: torch.Tensor) -> torch.Tensor:
         """``indices`` (any shape) -> ``(*indices.shape, D)`` (or channel-first): code, then the
         out-projection; equal to ``forward``'s ``quantized`` (bit for bit in fp32)."""
-        check_integer(indices, "indices")
-        if indices.numel() > 0:
-            lo, hi = (int(v) for v in torch.aminmax(indices.detach()))
-            if lo < 0 or hi >= self.codebook_size:
-                raise ValueError(
-                    f"indices must lie in [0, {self.codebook_size}); got values in [{lo}, {hi}]"
-                )
+        check_indices(indices, self.codebook_size)
         with torch.autocast(device_type=indices.device.type, enabled=False):
             flat = self._from_grid(self.indices_to_codes(indices.reshape(-1)))  # (N, D)
         return self._unflatten(flat, indices.shape)

@@ -36,17 +36,26 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vqlab.quantizers.collective import all_reduce_sum, draw_rows, random_subset, world_size
+from vqlab.quantizers.codebook import (
+    check_indices,
+    ema_step,
+    flatten,
+    register_codebook,
+    register_statistics,
+    reset_statistics,
+    restart_dead_codes,
+    stored_codebook,
+    unflatten,
+)
+from vqlab.quantizers.collective import all_reduce_sum, world_size
 from vqlab.quantizers.distance import DEFAULT_MAX_BYTES, nearest_code
-from vqlab.quantizers.ema import batch_statistics, ema_update
+from vqlab.quantizers.ema import batch_statistics
 from vqlab.quantizers.gmm import fit_gmm
 from vqlab.quantizers.kmeans import kmeans, kmeans_plusplus
 from vqlab.quantizers.rotation import ESTIMATORS
 from vqlab.validation import (
     check_init_args,
-    check_integer,
     check_quantizer_args,
-    check_quantizer_input,
 )
 
 UPDATES = ("ema", "grad")
@@ -144,14 +153,10 @@ class VectorQuantizer(nn.Module):
         elif update == "grad" and normalize:
             # the optimizer moves the raw vectors off the sphere; `codebook` normalises on read
             self.codebook_raw = nn.Parameter(initial)
-        elif update == "grad":
-            self.codebook = nn.Parameter(initial)
         else:
-            self.register_buffer("codebook", initial)
-            self.register_buffer("ema_sums", initial.clone())  # (K, d)
+            register_codebook(self, initial, update)
         # EMA of assignments per step: the EMA cluster size, and the usage the restart reads.
-        self.register_buffer("ema_counts", torch.ones(codebook_size))  # (K,)
-        self.register_buffer("initialized", torch.tensor(False))
+        register_statistics(self, codebook_size)
         self.register_buffer("restarts", torch.tensor(0, dtype=torch.long))
 
     # --------------------------------------------------------------- codebook
@@ -163,9 +168,7 @@ class VectorQuantizer(nn.Module):
         vectors; computed, with autograd, when they are derived: ``C W`` for SimVQ, and the
         normalised ``codebook_raw`` for gradient-trained cosine codes (normalised too with SimVQ).
         """
-        stored = self._parameters.get("codebook")
-        if stored is None:
-            stored = self._buffers.get("codebook")
+        stored = stored_codebook(self)
         if stored is not None:
             return stored
         codes = self.codebook_map(self.codebook_base) if self.simvq else self.codebook_raw
@@ -211,14 +214,10 @@ class VectorQuantizer(nn.Module):
 
     # ------------------------------------------------------------------ shapes
     def _flatten(self, z_e: torch.Tensor) -> tuple[torch.Tensor, torch.Size]:
-        # the door for hostile input (vqlab.validation): type, shape, device, NaN/Inf (one sync)
-        device = self.ema_counts.device
-        check_quantizer_input(z_e, dim=self.dim, channel_dim=self.channel_dim, device=device)
-        z = z_e.movedim(self.channel_dim, -1)  # (..., D)
-        return z.reshape(-1, self.dim), z.shape[:-1]
+        return flatten(z_e, self.dim, self.channel_dim, self.ema_counts.device)
 
     def _unflatten(self, flat: torch.Tensor, lead: torch.Size) -> torch.Tensor:
-        return flat.reshape(*lead, self.dim).movedim(-1, self.channel_dim)
+        return unflatten(flat, lead, self.dim, self.channel_dim)
 
     def lookup(self, indices: torch.Tensor) -> torch.Tensor:
         """Codes of ``indices`` (any shape) -> ``(*indices.shape, D)``, or channel-first.
@@ -226,7 +225,7 @@ class VectorQuantizer(nn.Module):
         What ``forward`` outputs in eval mode: the code, through the out-projection when
         ``code_dim`` is set.
         """
-        self._check_indices(indices)
+        check_indices(indices, self.codebook_size)
         with torch.autocast(device_type=indices.device.type, enabled=False):
             flat = F.embedding(indices.reshape(-1), self.codebook)  # (N, d)
             flat = self._from_code_space(flat)  # (N, D)
@@ -283,16 +282,6 @@ class VectorQuantizer(nn.Module):
         indices = torch.zeros(lead, dtype=torch.long, device=z_e.device)
         return VQOutput(z_e.clone(), indices, zero, losses)
 
-    def _check_indices(self, indices: torch.Tensor) -> None:
-        """Integer codes in [0, K): one sync; an out-of-range index is a device assert on CUDA."""
-        check_integer(indices, "indices")
-        if indices.numel() > 0:
-            lo, hi = (int(v) for v in torch.aminmax(indices.detach()))
-            if lo < 0 or hi >= self.codebook_size:
-                raise ValueError(
-                    f"indices must lie in [0, {self.codebook_size}); got values in [{lo}, {hi}]"
-                )
-
     @torch.no_grad()
     def _update_statistics(self, z: torch.Tensor, indices: torch.Tensor) -> None:
         counts, sums = batch_statistics(z, indices, self.codebook_size)
@@ -300,37 +289,13 @@ class VectorQuantizer(nn.Module):
         # summed over ranks *before* the update, so every replica makes the same update.
         if self.update == "ema":
             counts, sums = all_reduce_sum(counts, sums)
-            state = ema_update(
-                self.ema_counts, self.ema_sums, counts, sums, decay=self.decay, eps=self.eps
-            )
-            self.ema_counts.copy_(state.counts)
-            self.ema_sums.copy_(state.sums)
-            self.codebook.copy_(state.codebook)
         else:
             (counts,) = all_reduce_sum(counts)
-            self.ema_counts.mul_(self.decay).add_(counts, alpha=1.0 - self.decay)
+        ema_step(self, counts, sums)
         if self.dead_code_threshold > 0:
-            self._restart_dead(z)
-
-    @torch.no_grad()
-    def _restart_dead(self, z: torch.Tensor) -> None:
-        dead = torch.nonzero(self.ema_counts < self.dead_code_threshold).squeeze(1)
-        if dead.numel() == 0:
-            return
-        # Data parallel hook: rows drawn from the global batch, the same on every rank (in one
-        # process exactly ``z[randperm(N)[:n]]``).
-        fresh = draw_rows(z, dead.numel(), replace=False)  # distinct rows, at most the batch's
-        if fresh.shape[0] < dead.numel():
-            # more dead codes than rows (K=16384 and a 4096-row batch): a random share of them
-            # now, the rest at the next steps, rather than duplicates that stay dead
-            dead = random_subset(dead, fresh.shape[0])
-        store = self._code_store()  # codebook_raw for gradient-trained cosine codes
-        store.data[dead] = fresh.to(store.dtype)
-        # a re-seeded code starts at the threshold, so it is not re-seeded again at once
-        self.ema_counts[dead] = self.dead_code_threshold
-        if self.update == "ema":
-            self.ema_sums[dead] = fresh * self.dead_code_threshold
-        self.restarts += dead.numel()
+            # codebook_raw for gradient-trained cosine codes (SimVQ refuses the restart)
+            store = self._code_store()
+            self.restarts += restart_dead_codes(self, z, store, self.dead_code_threshold)
 
     # ------------------------------------------------------------------- init
     @torch.no_grad()
@@ -370,10 +335,7 @@ class VectorQuantizer(nn.Module):
         flat = self._to_code_space(flat)  # (N, d): cluster where the search runs
         codes = fit_codes(flat, k, method, iters=iters, seed=seed)
         self._set_codes(codes)
-        self.ema_counts.fill_(1.0)
-        if self.update == "ema":
-            self.ema_sums.copy_(self.codebook)
-        self.initialized.fill_(True)
+        reset_statistics(self)
 
     @torch.no_grad()
     def _fit_projections(self, z: torch.Tensor) -> None:
