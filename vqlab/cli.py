@@ -214,11 +214,35 @@ def replicate(
 
 @app.command()
 def diagnose(
-    run: Annotated[Path, typer.Argument(help="A run folder or its checkpoint/ folder.")],
     out: OutOpt,
+    run: Annotated[
+        Path | None, typer.Argument(help="A run folder or its checkpoint/ folder.")
+    ] = None,
     data: Annotated[Path | None, typer.Option(help="Evaluate on this dataset path.")] = None,
+    codebook: Annotated[
+        str | None,
+        typer.Option(help="FILE[:KEY]: a codebook in any checkpoint (instead of a run folder)."),
+    ] = None,
+    ids: Annotated[Path | None, typer.Option(help="Token ids: a token file or int array.")] = None,
+    latents: Annotated[Path | None, typer.Option(help="Encoder outputs (N, ..., D).")] = None,
+    labels: Annotated[Path | None, typer.Option(help="Class labels (N,).")] = None,
 ) -> None:
-    """Diagnostics of a trained model: diagnostics.json, plots/tokens.png and report.md."""
+    """Diagnostics of a trained model (a run folder) or of any codebook (--codebook):
+    diagnostics.json, plots and report.md."""
+    if (run is None) == (codebook is None):
+        raise UsageError("give a run folder or --codebook FILE[:KEY] (one of them)")
+    if codebook is not None:
+        if data is not None:
+            raise UsageError("--data goes with a run folder; with --codebook give --latents")
+        from vqlab.runs.diagnose_codebook import diagnose_codebook
+
+        metrics = diagnose_codebook(
+            codebook, out, ids=ids, latents=latents, labels=labels, command=_command()
+        )
+        typer.echo(json.dumps(metrics))
+        return
+    if ids is not None or latents is not None or labels is not None:
+        raise UsageError("--ids, --latents and --labels go with --codebook")
     from vqlab.runs.diagnose import diagnose_run
 
     metrics = diagnose_run(run, out, data_path=data, command=_command())

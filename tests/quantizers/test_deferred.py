@@ -90,7 +90,9 @@ def test_pass_through_gradient_is_the_identity_and_reaches_every_parameter():
 def test_switch_counts_training_calls_and_fits_kmeans_on_the_sample():
     torch.manual_seed(0)
     q = EmbeddingVQ(8, 3)
-    deferred = DeferredQuantizer(q, switch_at=3, init_samples=40, kmeans_iters=4, seed=5)
+    deferred = DeferredQuantizer(
+        q, switch_at=3, init_samples=40, kmeans_iters=4, seed=5, sample_window=3
+    )
     batches = [torch.randn(2, 3, 2, 2) + i for i in range(3)]
     mirror = ReservoirSampler(40, seed=5)  # the same seeded sample, by hand
     for b in batches:
@@ -109,15 +111,27 @@ def test_switch_counts_training_calls_and_fits_kmeans_on_the_sample():
 
 def test_reservoir_memory_is_bounded():
     deferred = DeferredQuantizer(EmbeddingVQ(4, 2), switch_at=100, init_samples=30)
-    for _ in range(20):
+    for _ in range(100):
         deferred(torch.randn(4, 2, 3, 3))
-    assert len(deferred.reservoir) == 30 and deferred.reservoir.seen == 20 * 36
+    assert len(deferred.reservoir) == 30 and deferred.reservoir.seen == 10 * 36
+
+
+def test_default_window_samples_only_the_last_tenth_of_the_calls():
+    deferred = DeferredQuantizer(EmbeddingVQ(4, 1), switch_at=20, init_samples=1000)
+    for i in range(20):  # call i feeds the value i
+        deferred(torch.full((1, 1, 2, 2), float(i)))
+    assert deferred.sample_window == 2
+    assert sorted(set(deferred.reservoir.sample().flatten().tolist())) == [18.0, 19.0]
+    every = DeferredQuantizer(EmbeddingVQ(4, 1), switch_at=20, sample_window=20)
+    for i in range(20):
+        every(torch.full((1, 1, 2, 2), float(i)))
+    assert every.reservoir.sample().unique().numel() == 20
 
 
 def test_peer_buffers_all_written_at_the_switch():
     torch.manual_seed(0)
     q = vqp.VectorQuantize(dim=4, codebook_size=8, kmeans_init=True, threshold_ema_dead_code=2)
-    deferred = DeferredQuantizer(q, switch_at=4, init_samples=200, kmeans_iters=3)
+    deferred = DeferredQuantizer(q, switch_at=4, init_samples=200, kmeans_iters=3, sample_window=4)
     for _ in range(4):
         deferred(torch.randn(2, 10, 4))
     assert not bool(q._codebook.initted)  # the peer's own k-means never ran

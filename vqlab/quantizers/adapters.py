@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vqlab.errors import UserError
 from vqlab.quantizers.kmeans import kmeans
 
 SUPPORTED = (
@@ -37,7 +38,7 @@ SUPPORTED = (
 )
 
 
-class UnsupportedQuantizer(TypeError):
+class UnsupportedQuantizer(UserError, TypeError):
     """The object is not one of the quantizer families the deferred wrapper knows."""
 
 
