@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "vqlab"
@@ -210,6 +211,22 @@ def test_tests_mirror_the_package():
         if not (folder.is_dir() or folder.with_suffix(".py").is_file()):
             loose.append(str(rel))
     assert not loose, f"test files whose folder or name mirrors nothing in vqlab/: {loose}"
+
+
+def test_architecture_names_only_what_exists_and_every_floor():
+    """ARCHITECTURE.md is the map: every path it names in backticks exists, and it places every
+    top-level package of ``FLOORS`` (so a new package gets a line there too)."""
+    root = PACKAGE.parent
+    text = (root / "ARCHITECTURE.md").read_text()
+    named = re.findall(r"`((?:vqlab|tests)/[\w/.*]*)`", text)
+    assert len(named) > 20
+    missing = [n for n in named if not (any(root.glob(n)) if "*" in n else (root / n).exists())]
+    assert not missing, f"ARCHITECTURE.md names paths that do not exist: {missing}"
+    for top in FLOORS:
+        path = f"vqlab/{top or '__init__'}.py"
+        if top and (PACKAGE / top).is_dir():
+            path = f"vqlab/{top}/"
+        assert f"`{path}" in text, f"ARCHITECTURE.md does not place {path} on a floor"
 
 
 def test_no_import_cycles():
