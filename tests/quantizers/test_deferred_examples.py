@@ -1,4 +1,5 @@
-"""The example loops (examples/) at toy size: standard and deferred, three changed lines apart."""
+"""The example loops of DeferredQuantizer (examples/) at toy size: standard and deferred, three
+changed lines apart."""
 
 from __future__ import annotations
 
