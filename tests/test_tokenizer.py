@@ -56,7 +56,9 @@ def test_save_pretrained_round_trip_and_no_training_state(run, tmp_path):
     tok = Tokenizer.from_pretrained(run[0])
     tok.save_pretrained(tmp_path / "p")
     assert sorted(p.name for p in (tmp_path / "p").iterdir()) == [
+        "README.md",  # the model card (tests/test_tokenizer_card.py)
         "config.json",
+        "diagnostics.json",
         "model.safetensors",
     ]
     again = Tokenizer.from_pretrained(tmp_path / "p")

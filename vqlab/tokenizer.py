@@ -6,8 +6,13 @@ tok = Tokenizer.from_pretrained("runs/x")   # a run folder, its checkpoint/, or 
 ids = tok.encode(images)    # uint8 (B, H, W, C), or float (B, C, H, W) on the training scale
 rec = tok.decode(ids)       # (B, h, w) int64 -> float (B, C, H, W) on the training scale
 pictures = tok.to_uint8(rec)                # (B, H, W, C) uint8
-tok.save_pretrained("out/")                 # model.safetensors + config.json, nothing else
+tok.save_pretrained("out/", images=images)  # model.safetensors, config.json, README.md card
 ```
+
+``save_pretrained`` writes a model card (``README.md``, :mod:`vqlab.models.card`) with the
+collapse verdict and diagnostics: measured on the ``images`` it is given, else those the
+tokenizer came with (a run folder's ``summary.json``, or an earlier ``save_pretrained``'s
+``diagnostics.json``), else it says that none were measured.
 
 The training scale of images is [-1, 1] (``x / 127.5 - 1`` of the uint8 pixels, as
 :func:`vqlab.data.images.to_tensor` maps them). ``decode(encode(x))`` equals the model's own
@@ -24,11 +29,15 @@ import torch
 from safetensors.torch import save_file
 
 from vqlab.config import RunConfig
+from vqlab.diagnostics import diagnose
+from vqlab.diagnostics.verdict import collapse_verdict
 from vqlab.errors import UserError
 from vqlab.models.autoencoder import VQAutoencoder
+from vqlab.models.card import diagnostics_payload, render_card
 from vqlab.models.checkpoint import CONFIG_FILE, MODEL_FILE, load_checkpoint
 
 BATCH = 256
+CARD_FILE, DIAGNOSTICS_FILE = "README.md", "diagnostics.json"
 
 
 class TokenizerError(UserError, ValueError):
@@ -59,6 +68,8 @@ class Tokenizer:
         self.grid = (h // f, w // f)
         # a multi-scale (VAR) quantizer gives every scale's ids in one row, coarse to fine
         self.multiscale = hasattr(model.quantizer, "split_indices")
+        # (metrics, the data they were measured on, in words), or None: the card's diagnosis
+        self.diagnostics: tuple[dict, str] | None = None
 
     @classmethod
     def from_pretrained(cls, path: str | Path, device: str | torch.device = "cpu") -> Tokenizer:
@@ -68,17 +79,60 @@ class Tokenizer:
         weights that do not fit their config.
         """
         model, config, input_shape = load_checkpoint(path, device)
-        return cls(model, config, input_shape, source=str(path))
+        tok = cls(model, config, input_shape, source=str(path))
+        tok.diagnostics = _stored_diagnostics(Path(path), config)
+        return tok
 
-    def save_pretrained(self, directory: str | Path) -> Path:
-        """Write ``model.safetensors`` and ``config.json`` (no optimizer, no training state)."""
+    def save_pretrained(
+        self, directory: str | Path, *, images=None, measured_on: str | None = None
+    ) -> Path:
+        """Write ``model.safetensors``, ``config.json`` and a model card ``README.md`` (plus
+        ``diagnostics.json`` when diagnostics are known); no optimizer, no training state, no
+        network call.
+
+        images: a batch (as :meth:`encode` takes) to measure the diagnostics on now;
+        measured_on: what those images are, in words, for the card."""
         directory = Path(directory)
+        if images is not None:
+            where = measured_on or f"{len(images)} images given to save_pretrained"
+            self.diagnostics = (self.measure(images), where)
         directory.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
         save_file(state, str(directory / MODEL_FILE))
         meta = {"config": self.config.flat(), "input_shape": list(self.input_shape)}
         (directory / CONFIG_FILE).write_text(json.dumps(meta, indent=2))
+        metrics, where = self.diagnostics or (None, "")
+        verdict = None
+        if metrics is not None:
+            verdict = collapse_verdict(metrics, dim=self.config.model.latent_dim)["verdict"]
+            (directory / DIAGNOSTICS_FILE).write_text(diagnostics_payload(metrics, where, verdict))
+        card = render_card(meta["config"], self.input_shape, metrics, where, verdict)
+        (directory / CARD_FILE).write_text(card)
         return directory
+
+    @torch.no_grad()
+    def measure(self, images) -> dict:
+        """Collapse diagnostics of these images' tokens: usage, perplexity, dead codes, the
+        codebook's spread and effective dimension, and (single-scale) the encoder outputs'
+        coverage and quantization error, plus ``recon_mse`` on the training scale."""
+        x = self.to_tensor(images)
+        q, ids, emb, sq = self.model.quantizer, [], [], 0.0
+        for i in range(0, x.shape[0], BATCH):
+            z_e = self.model.encode(x[i : i + BATCH])
+            out = q(z_e)
+            ids.append(out.indices.reshape(-1))
+            if not self.multiscale:
+                emb.append(q.to_code_space(z_e))
+            sq += float(((self.model.decode(out.quantized) - x[i : i + BATCH]) ** 2).sum())
+        if not ids:
+            raise TokenizerError("save_pretrained got no images to measure")
+        metrics = diagnose(
+            codebook=q.codebook,
+            embeddings=torch.cat(emb) if emb else None,
+            indices=torch.cat(ids),
+        )
+        metrics["recon_mse"] = sq / x.numel()
+        return metrics
 
     @property
     def codebook_size(self) -> int:
@@ -166,3 +220,27 @@ class Tokenizer:
         clipped: the inverse of ``x / 127.5 - 1`` for values that came from pixels)."""
         pixels = ((x.detach().float().cpu() + 1.0) * 127.5).round().clamp_(0, 255)
         return pixels.to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
+
+
+def _stored_diagnostics(path: Path, config: RunConfig) -> tuple[dict, str] | None:
+    """What a loaded tokenizer's folder says about its collapse: an earlier card's
+    ``diagnostics.json``, or the run's ``summary.json`` (next to ``checkpoint/``)."""
+    folders = [path, path.parent] if path.name == "checkpoint" else [path]
+    for folder in folders:
+        saved = folder / DIAGNOSTICS_FILE
+        payload = json.loads(saved.read_text()) if saved.is_file() else {}
+        if isinstance(payload, dict) and {"metrics", "measured_on"} <= set(payload):
+            return payload["metrics"], payload["measured_on"]
+    for folder in folders:
+        summary = folder / "summary.json"
+        if summary.is_file() and (folder / "checkpoint").is_dir():
+            d = config.data
+            limit = f", at most {d.test_limit} images" if d.test_limit else ""
+            where = (
+                f"the test split of {d.name} ({d.path}{limit}), by `vqlab train` at the end of "
+                "training (its summary.json)"
+            )
+            metrics = json.loads(summary.read_text())
+            metrics.setdefault("codebook_size", config.vq.codebook_size)
+            return metrics, where
+    return None
