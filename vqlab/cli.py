@@ -29,6 +29,7 @@ app = typer.Typer(
     help="Train vector-quantized tokenizers that do not collapse, and show whether they did.",
 )
 
+
 class UsageError(UserError, ValueError):
     """A bad command-line argument (exit code 2)."""
 
@@ -185,20 +186,7 @@ def replicate(
     """Reproduce a paper experiment into --out (report.md, results.csv, plots/)."""
     from vqlab.experiments.replications import replicate as run_replication
 
-    if name not in EXPERIMENTS:
-        raise UsageError(f"unknown experiment {name!r}; choose one of {list(EXPERIMENTS)}")
-    from vqlab.experiments.replications import PRESETS, REPORT_ONLY
-
-    if preset not in PRESETS[name]:
-        raise UsageError(
-            f"unknown preset {preset!r} for {name}; choose one of {list(PRESETS[name])}"
-        )
-
-    if report_only and name not in REPORT_ONLY:
-        raise UsageError(
-            f"--report-only works for {', '.join(REPORT_ONLY)}; {name} has stages that build "
-            f"on each other: run it again to resume where it stopped"
-        )
+    # the experiment, its preset, --report-only and --data are checked by the driver
     run_replication(
         name,
         out,

@@ -7,7 +7,8 @@ import pytest
 from PIL import Image
 
 from vqlab.experiments import capacity, cifar, init_study, replications
-from vqlab.experiments.sweep import PENDING, report_only
+from vqlab.experiments.protocol import Job
+from vqlab.experiments.sweep import PENDING
 from vqlab.reports.results import read_results
 
 TINY_CONV = {
@@ -139,7 +140,9 @@ def test_replicate_recipes(tmp_path, tiny_cifar, monkeypatch):
     out = tmp_path / "rec"
     # FSQ's recommended levels start at K=256: its arms have their own test below
     arms = [a for a in recipes.ARMS if a not in ("fsq", "lfq")]
-    rows = recipes.replicate_recipes(out, data=tiny_cifar, progress=False, command="t", arms=arms)
+    rows = replications.replicate(
+        "recipes", out, data=tiny_cifar, progress=False, command="t", arms=arms
+    )
     expected = {(a, s, k) for a in arms for s in recipes.ARMS[a][1] for k in (8, 16)}
     assert {(r["recipe"], r["strategy"], r["codebook_size"]) for r in rows} == expected
     assert all(r["status"] == "ok" for r in rows), [r.get("error") for r in rows]
@@ -153,8 +156,9 @@ def test_replicate_recipes(tmp_path, tiny_cifar, monkeypatch):
     # cut short: the arm missing a size drops out of the ranking, listed as pending
     cut = out / "runs" / "recipe=plain__train.strategy=standard__vq.codebook_size=16"
     (cut / "summary.json").unlink()
-    with report_only():
-        again = recipes.replicate_recipes(out, data=tiny_cifar, progress=False, arms=arms)
+    again = replications.replicate(
+        "recipes", out, data=tiny_cifar, progress=False, arms=arms, report_only=True
+    )
     assert not (cut / "summary.json").exists()
     assert [r["status"] for r in again].count(PENDING) == 1
     assert ("plain", "standard") not in {(a, s) for a, s, _ in recipes.rank_recipes(again)}
@@ -168,8 +172,8 @@ def test_recipes_fsq_and_lfq_arms_at_their_nominal_size(tmp_path, tiny_cifar, mo
 
     monkeypatch.setitem(recipes.PRESETS, "cpu", {**TINY_CONV, "sizes": [256, 1024]})
     out = tmp_path / "grid"
-    rows = recipes.replicate_recipes(
-        out, data=tiny_cifar, progress=False, command="t", arms=["fsq", "lfq"]
+    rows = replications.replicate(
+        "recipes", out, data=tiny_cifar, progress=False, command="t", arms=["fsq", "lfq"]
     )
     assert all(r["status"] == "ok" for r in rows), [r.get("error") for r in rows]
     codes = {(r["recipe"], r["codebook_size"]): r["codes"] for r in rows}
@@ -238,7 +242,8 @@ def test_sweep_image_runs_refuses_a_missing_peer_before_any_run(tmp_path, tiny_c
     monkeypatch.setitem(recipes.PRESETS, "cpu", {**TINY_CONV, "sizes": [8]})
     runs = recipes.recipe_runs(tiny_cifar, "cpu", ["plain", "peer_restart"])
     with pytest.raises(peer.MissingDependency, match="not installed"):
-        recipes.sweep_image_runs(runs, tmp_path / "o", progress=False)
+        job = Job("recipes", tmp_path / "o", tiny_cifar, "cpu", recipes.PRESETS["cpu"])
+        recipes.sweep_image_runs(runs, job)
     assert not (tmp_path / "o").exists()  # no run started
 
 
@@ -246,5 +251,7 @@ def test_every_replication_names_its_presets_and_needs_data_in_one_line(tmp_path
     for name in ("cifar10", "tokenizer", "generation", "var", "recipes", "beat-peer"):
         with pytest.raises(FileNotFoundError, match=f"replicate {name} needs --data"):
             replications.replicate(name, tmp_path / name, data=None, progress=False)
-        with pytest.raises(ValueError, match=r"preset='h100'; choose one of \['cpu'"):
+        with pytest.raises(
+            ValueError, match=rf"unknown preset 'h100' for {name}; choose one of \['cpu'"
+        ):
             replications.replicate(name, tmp_path / name, data=tmp_path, preset="h100")

@@ -43,6 +43,6 @@ def test_replicate_synthetic_writes_report_table_and_plots(tmp_path, monkeypatch
         assert (out / "plots" / name).is_file() and f"plots/{name}" in report
     assert "dim 8, K=16: standard used" in report and "command: `test`" in report
     # a second call skips the finished runs
-    again = synthetic.replicate_synthetic(out, progress=False, command="test")
+    again = replications.replicate("synthetic", out, progress=False, command="test")
     assert {r["status"] for r in again} == {"skipped (finished)"}
     assert Path(out / "report.md").is_file()

@@ -6,13 +6,13 @@ width on CIFAR-10) and measures how separable the embeddings and the tokens stay
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
-from vqlab.experiments.sweep import check_preset, expand, run_sweep
+from vqlab.experiments.protocol import Job, Replication, Rows
+from vqlab.experiments.sweep import expand
 from vqlab.experiments.synthetic import SYNTHETIC_BASE
-from vqlab.reports.markdown import markdown_table, provenance
+from vqlab.reports.markdown import markdown_table
 from vqlab.reports.plots import plot_against
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -61,21 +61,10 @@ def capacity_runs(preset: str, data: str | Path | None) -> list:
     return runs
 
 
-def replicate_capacity(
-    out: str | Path,
-    *,
-    data: str | Path | None = None,
-    preset: str = "cpu",
-    jobs: int = 1,
-    progress: bool = True,
-    command: str = "",
-) -> list[dict[str, Any]]:
+def replicate_capacity(job: Job) -> Rows:
     """Encoder capacity sweep -> results.csv, plots against width, report.md."""
-    check_preset(preset, PRESETS)
-    t0 = time.perf_counter()
-    out = Path(out)
-    rows = run_sweep(capacity_runs(preset, data), out, jobs=jobs, progress=progress,
-                     command=command)  # fmt: skip
+    out, preset, data = job.out, job.preset, job.data
+    rows = job.sweep(capacity_runs(preset, data))
     (out / "plots").mkdir(exist_ok=True)
     mlp_rows = [r for r in rows if "model.hidden" in r and r.get("model.hidden")]
     plot_against(
@@ -120,12 +109,9 @@ def replicate_capacity(
             markdown_table(conv_rows, ["status", "model.width", "strategy", *METRICS, "usage"]),
             "",
         ]
-    text += [
-        "## How this was made",
-        "",
-        f"- preset: `{preset}`; {jobs} runs at a time",
-        provenance(command or "vqlab replicate capacity", time.perf_counter() - t0),
-        "",
-    ]
-    (out / "report.md").write_text("\n".join(text))
+    text += job.how_made(f"- preset: `{preset}`; {job.jobs} runs at a time")
+    job.write_report(text)
     return rows
+
+
+REPLICATION = Replication("capacity", PRESETS, replicate_capacity)

@@ -7,12 +7,12 @@ of CIFAR-10, so pixels differ slightly from the original batches (every report s
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
-from vqlab.experiments.sweep import RUNS_DIR, check_preset, expand, need_data, run_name, run_sweep
-from vqlab.reports.markdown import markdown_table, provenance
+from vqlab.experiments.protocol import Job, Replication, Rows
+from vqlab.experiments.sweep import RUNS_DIR, check_preset, expand, run_name
+from vqlab.reports.markdown import markdown_table
 from vqlab.reports.plots import plot_over_training, plot_vs_codebook_size
 
 # Sizes, widths and steps are [open] in the papers; these are vqlab's choices, stated in reports.
@@ -146,25 +146,15 @@ def _trend(by: dict, sizes: list[int]) -> list[str]:
     return lines
 
 
-def replicate_cifar10(
-    out: str | Path,
-    *,
-    data: str | Path | None,
-    preset: str = "cpu",
-    jobs: int = 1,
-    progress: bool = True,
-    command: str = "",
-) -> list[dict[str, Any]]:
+def replicate_cifar10(job: Job) -> Rows:
     """Standard vs deferred on CIFAR-10 over codebook sizes; report.md, results.csv, plots/."""
-    need_data("cifar10", data)
-    t0 = time.perf_counter()
-    out = Path(out)
+    out, preset, data = job.out, job.preset, job.data
     runs, base, sizes = cifar_runs(data, preset)
     # decode once in this process so parallel workers share the cache instead of racing
     from vqlab.data.dataset import load_dataset
 
     load_dataset(runs[0][2].data, seed=0)
-    rows = run_sweep(runs, out, jobs=jobs, progress=progress, command=command)
+    rows = job.sweep(runs)
     plots = out / "plots"
     plots.mkdir(exist_ok=True)
     plot_vs_codebook_size(
@@ -214,12 +204,14 @@ def replicate_cifar10(
         "",
         f"![codebook spread over training](plots/spread_over_training_K{k}.png)",
         "",
-        "## How this was made",
-        "",
-        f"- preset: `{preset}`; runs trained {jobs} at a time",
-        "- settings: " + ", ".join(f"`{k}={v}`" for k, v in base.items()),
-        provenance(command or "vqlab replicate cifar10", time.perf_counter() - t0),
-        "",
+        *job.how_made(
+            f"- preset: `{preset}`; runs trained {job.jobs} at a time",
+            "- settings: " + ", ".join(f"`{k}={v}`" for k, v in base.items()),
+        ),
     ]
-    (out / "report.md").write_text("\n".join(text))
+    job.write_report(text)
     return rows
+
+
+REPLICATION = Replication("cifar10", CIFAR_PRESETS, replicate_cifar10, needs_data=True,
+                          one_sweep=True)  # fmt: skip

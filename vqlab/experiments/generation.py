@@ -16,16 +16,16 @@ Every stage skips what is already finished, and unfinished runs resume from thei
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from vqlab.config import build_config
-from vqlab.experiments.sweep import RUNS_DIR, check_preset, need_data, run_sweep
+from vqlab.experiments.protocol import Job, Replication, Rows
+from vqlab.experiments.sweep import RUNS_DIR, run_sweep
 from vqlab.experiments.tokenizer import TOKENIZER_PRESETS, _feature_nets, tokenizer_runs
-from vqlab.reports.markdown import markdown_table, provenance
+from vqlab.reports.markdown import markdown_table
 from vqlab.reports.results import write_results
 
 GENERATION_PRESETS: dict[str, dict[str, Any]] = {
@@ -144,36 +144,25 @@ def prior_runs(tokens: dict[str, Path], preset: dict) -> list:
     return runs
 
 
-def replicate_generation(
-    out: str | Path,
-    *,
-    data: str | Path | None,
-    preset: str = "cpu",
-    jobs: int = 1,
-    progress: bool = True,
-    command: str = "",
-) -> list[dict[str, Any]]:
+def replicate_generation(job: Job) -> Rows:
     """The experiment of the module docstring: report.md, results.csv, plots/."""
-    need_data("generation", data)
-    check_preset(preset, GENERATION_PRESETS)
-    t0, out, p = time.perf_counter(), Path(out), GENERATION_PRESETS[preset]
+    out, data, p, progress = job.out, job.data, job.settings, job.progress
     out.mkdir(parents=True, exist_ok=True)
     timing: dict[str, float] = {}
-    tokenizers, featnet = _tokenizers(out, data, p, jobs, progress)
-    timing["tokenizers"] = time.perf_counter() - t0
+    tokenizers, featnet = _tokenizers(out, data, p, job.jobs, progress)
+    job.lap(timing, "tokenizers")
     tokens = tokenize_all(out, data, tokenizers, progress)
-    timing["tokenize"] = time.perf_counter() - t0 - sum(timing.values())
-    rows = run_sweep(prior_runs(tokens, p), out / "priors", jobs=jobs, progress=progress)
-    timing["priors"] = time.perf_counter() - t0 - sum(timing.values())
+    job.lap(timing, "tokenize")
+    rows = job.sweep(prior_runs(tokens, p), out / "priors", command=None)
+    job.lap(timing, "priors")
     reference = sample_and_score(out, rows, tokens, tokenizers, featnet, data, p, progress)
-    timing["sample and score"] = time.perf_counter() - t0 - sum(timing.values())
+    job.lap(timing, "sample and score")
     write_results(out / "results.csv", rows)
-    seconds = time.perf_counter() - t0
     timing = stage_times(out, timing)
     for strategy, run in tokenizers.items():  # trained here or reused: their own seconds
         done = json.loads((run / "summary.json").read_text())
         timing[f"{strategy} tokenizer's training (its run)"] = float(done.get("seconds", 0.0))
-    _write_report(out, rows, reference, p, preset, jobs, timing, command, seconds, data)
+    _write_report(job, rows, reference, timing)
     return rows
 
 
@@ -304,7 +293,8 @@ def findings(rows: list[dict], reference: dict) -> list[str]:
     return lines
 
 
-def _write_report(out, rows, reference, p, preset, jobs, timing, command, seconds, data) -> None:
+def _write_report(job: Job, rows, reference, timing) -> None:
+    out, p, preset = job.out, job.settings, job.preset
     table = [
         {"strategy": s, **{k: mean_std(rows, s, k) for k in METRICS}}
         for s in ("standard", "deferred")
@@ -342,17 +332,18 @@ def _write_report(out, rows, reference, p, preset, jobs, timing, command, second
         "",
         *(f"![{g.parent.name}](samples/{g.parent.name}/grid.png)" for g in grids),
         "",
-        "## How this was made",
-        "",
-        f"- preset: `{preset}`; runs trained {jobs} at a time; data: `{data}` (if "
-        "`../shared/data/cifar10`: the JPEG re-encoded copy)",
-        "- prior: " + ", ".join(f"`{k}={v}`" for k, v in p["prior"].items()),
-        "- sampler: " + ", ".join(f"`{s}`" for s in p["sample"]) + ", `sample.cfg=0`",
-        "- wall time by stage (from the invocation that did it; `timing.json`): "
-        + ", ".join(f"{k} {v / 60:.1f} min" for k, v in timing.items())
-        + "; compute summed over the runs: priors "
-        + f"{sum(float(r.get('seconds') or 0) for r in rows) / 60:.1f} min",
-        provenance(command or "vqlab replicate generation", seconds),
-        "",
+        *job.how_made(
+            f"- preset: `{preset}`; runs trained {job.jobs} at a time; data: `{job.data}` (if "
+            "`../shared/data/cifar10`: the JPEG re-encoded copy)",
+            "- prior: " + ", ".join(f"`{k}={v}`" for k, v in p["prior"].items()),
+            "- sampler: " + ", ".join(f"`{s}`" for s in p["sample"]) + ", `sample.cfg=0`",
+            "- wall time by stage (from the invocation that did it; `timing.json`): "
+            + ", ".join(f"{k} {v / 60:.1f} min" for k, v in timing.items())
+            + "; compute summed over the runs: priors "
+            + f"{sum(float(r.get('seconds') or 0) for r in rows) / 60:.1f} min",
+        ),
     ]
     (out / "report.md").write_text("\n".join(text))
+
+
+REPLICATION = Replication("generation", GENERATION_PRESETS, replicate_generation, needs_data=True)

@@ -8,14 +8,14 @@ Gaussian mixture fitted by EM (:mod:`vqlab.quantizers.gmm`) under either schedul
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
-from typing import Any
 
-from vqlab.experiments.sweep import check_preset, expand, run_sweep
+from vqlab.experiments.protocol import Job, Replication, Rows
+from vqlab.experiments.sweep import expand
 from vqlab.experiments.synthetic import SYNTHETIC_BASE
-from vqlab.reports.markdown import markdown_table, provenance
+from vqlab.reports.markdown import markdown_table
 from vqlab.reports.plots import plot_bars
+from vqlab.reports.results import write_results
 
 ARMS = [
     ("standard", "kmeans"),
@@ -52,21 +52,11 @@ def init_runs(preset: str, data: str | Path | None) -> list:
     return runs
 
 
-def replicate_init(
-    out: str | Path,
-    *,
-    data: str | Path | None = None,
-    preset: str = "cpu",
-    jobs: int = 1,
-    progress: bool = True,
-    command: str = "",
-) -> list[dict[str, Any]]:
+def replicate_init(job: Job) -> Rows:
     """Every init arm on the synthetic mixture (and CIFAR-10 with ``--data``) -> report.md."""
-    check_preset(preset, STEPS)
-    t0 = time.perf_counter()
-    out = Path(out)
-    runs = init_runs(preset, data)
-    rows = run_sweep(runs, out, jobs=jobs, progress=progress, command=command)
+    out, preset = job.out, job.preset
+    runs = init_runs(preset, job.data)
+    rows = job.sweep(runs)
     for row, (_, _, cfg) in zip(rows, runs):
         row["data"], row["init"] = cfg.data.name, cfg.vq.init
     (out / "plots").mkdir(exist_ok=True)
@@ -95,14 +85,11 @@ def replicate_init(
         markdown_table(rows, COLUMNS),
         "",
         *figures,
-        "## How this was made",
-        "",
-        f"- preset: `{preset}`; {jobs} runs at a time",
-        provenance(command or "vqlab replicate init", time.perf_counter() - t0),
-        "",
+        *job.how_made(f"- preset: `{preset}`; {job.jobs} runs at a time"),
     ]
-    (out / "report.md").write_text("\n".join(text))
-    from vqlab.reports.results import write_results
-
+    job.write_report(text)
     write_results(out / "results.csv", rows)
     return rows
+
+
+REPLICATION = Replication("init", STEPS, replicate_init)

@@ -29,10 +29,11 @@ import numpy as np
 
 from vqlab.config import RunConfig
 from vqlab.experiments.cifar import CIFAR_BASE
+from vqlab.experiments.protocol import Job, Replication, Rows
 from vqlab.experiments.recipes import PRESETS as RECIPE_PRESETS
 from vqlab.experiments.recipes import RESTART_THRESHOLD, sweep_image_runs
-from vqlab.experiments.sweep import RUNS_DIR, check_preset, expand, need_data, reporting_only
-from vqlab.reports.markdown import markdown_table, provenance
+from vqlab.experiments.sweep import RUNS_DIR, check_preset, expand
+from vqlab.reports.markdown import markdown_table
 from vqlab.reports.results import write_results
 
 PEER = {"vq.impl": "vector_quantize_pytorch", "vq.dead_code_threshold": RESTART_THRESHOLD}
@@ -141,9 +142,10 @@ def continuous_reference(config: RunConfig) -> dict[str, Any]:
             "losses": losses, "seconds": round(time.perf_counter() - t0, 1)}  # fmt: skip
 
 
-def reference_rows(runs: list, out: Path) -> list[dict[str, Any]]:
+def reference_rows(runs: list, out: Path, *, train: bool = True) -> list[dict[str, Any]]:
     """:func:`continuous_reference` once per seed of ``runs`` (a deferred arm's config), cached
-    in ``out/autoencoder/seed=N.json`` so a re-run costs nothing."""
+    in ``out/autoencoder/seed=N.json`` so a re-run costs nothing; ``train=False`` (report only)
+    reads the cached ones and trains none."""
     import json
 
     folder = Path(out) / "autoencoder"
@@ -158,7 +160,7 @@ def reference_rows(runs: list, out: Path) -> list[dict[str, Any]]:
         if path.exists():
             rows.append(json.loads(path.read_text()))
             continue
-        if reporting_only():
+        if not train:
             continue
         row = continuous_reference(cfg)
         tmp = path.with_suffix(".tmp")
@@ -248,21 +250,11 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return sorted(lines, key=lambda line: line["mse"])
 
 
-def replicate_beat_peer(
-    out: str | Path,
-    *,
-    data: str | Path | None,
-    preset: str = "cpu",
-    jobs: int = 1,
-    progress: bool = True,
-    command: str = "",
-    arms: list[str] | None = None,
-) -> list[dict[str, Any]]:
+def replicate_beat_peer(job: Job, arms: list[str] | None = None) -> Rows:
     """Every arm of the module docstring over the preset's seeds -> report.md, results.csv."""
-    need_data("beat-peer", data)
-    runs = search_runs(data, preset, arms)
-    t0, out = time.perf_counter(), Path(out)
-    rows = sweep_image_runs(runs, out, jobs=jobs, progress=progress, command=command)
+    out = job.out
+    runs = search_runs(job.data, job.preset, arms)
+    rows = sweep_image_runs(runs, job)
     datasets: dict = {}
     for row, (name, assignment, _) in zip(rows, runs):
         row["arm"], row["seed"] = assignment["arm"], int(assignment["seed"])
@@ -271,8 +263,8 @@ def replicate_beat_peer(
             row["continuous_mse"] = continuous_path_mse(out / RUNS_DIR / name, datasets)
     write_results(out / "results.csv", rows)
     lines = summarize(rows)
-    refs = reference_rows(runs, out)
-    _write_report(out, rows, lines, refs, data, preset, jobs, command, time.perf_counter() - t0)
+    refs = reference_rows(runs, out, train=not job.report_only)
+    _write_report(job, rows, lines, refs)
     return rows
 
 
@@ -307,8 +299,8 @@ def ceiling_line(lines: list[dict[str, Any]], refs: list[dict[str, Any]]) -> str
     )
 
 
-def _write_report(out, rows, lines, refs, data, preset, jobs, command, seconds) -> None:
-    p = SEARCH_PRESETS[preset]
+def _write_report(job: Job, rows, lines, refs) -> None:
+    preset, p = job.preset, job.settings
     winners = [line for line in lines if line["meets_target"]]
     table = [
         {**line, "test MSE": _pm(line["mse"], line["mse_std"]),
@@ -367,12 +359,14 @@ def _write_report(out, rows, lines, refs, data, preset, jobs, command, seconds) 
         "",
         markdown_table(rows, RUN_COLUMNS),
         "",
-        "## How this was made",
-        "",
-        f"- preset: `{preset}`; runs trained {jobs} at a time; data: `{data}`",
-        "- shared settings: "
-        + ", ".join(f"`{k}={v}`" for k, v in {**CIFAR_BASE, **p}.items() if "." in k),
-        provenance(command or "vqlab replicate beat-peer", seconds),
-        "",
+        *job.how_made(
+            f"- preset: `{preset}`; runs trained {job.jobs} at a time; data: `{job.data}`",
+            "- shared settings: "
+            + ", ".join(f"`{k}={v}`" for k, v in {**CIFAR_BASE, **p}.items() if "." in k),
+        ),
     ]
-    (Path(out) / "report.md").write_text("\n".join(text))
+    job.write_report(text)
+
+
+REPLICATION = Replication("beat-peer", SEARCH_PRESETS, replicate_beat_peer, needs_data=True,
+                          one_sweep=True)  # fmt: skip

@@ -21,13 +21,13 @@ dead-code restart at the issue's reference settings.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
 from vqlab.experiments.cifar import CIFAR_BASE, CIFAR_PRESETS
-from vqlab.experiments.sweep import check_preset, expand, need_data, run_sweep
-from vqlab.reports.markdown import markdown_table, provenance
+from vqlab.experiments.protocol import Job, Replication, Rows
+from vqlab.experiments.sweep import check_preset, expand
+from vqlab.reports.markdown import markdown_table
 from vqlab.reports.plots import plot_bars
 from vqlab.reports.results import write_results
 
@@ -141,8 +141,8 @@ def _table_by_size(rows: list[dict[str, Any]]) -> str:
     return markdown_table(out, cols)
 
 
-def sweep_image_runs(runs: list, out: Path, **sweep: Any) -> list[dict[str, Any]]:
-    """:func:`run_sweep` of CIFAR runs: the peer library is checked at once if an arm needs it
+def sweep_image_runs(runs: list, job: Job) -> Rows:
+    """The job's sweep of CIFAR runs: the peer library is checked at once if an arm needs it
     (not after an hour of the other arms), and the images are decoded once, before the
     workers share the cache."""
     from vqlab.data.dataset import load_dataset
@@ -152,25 +152,15 @@ def sweep_image_runs(runs: list, out: Path, **sweep: Any) -> list[dict[str, Any]
 
         load_peer()
     load_dataset(runs[0][2].data, seed=0)
-    return run_sweep(runs, out, **sweep)
+    return job.sweep(runs)
 
 
-def replicate_recipes(
-    out: str | Path,
-    *,
-    data: str | Path | None,
-    preset: str = "cpu",
-    jobs: int = 1,
-    progress: bool = True,
-    command: str = "",
-    arms: list[str] | None = None,
-) -> list[dict[str, Any]]:
-    """Every recipe arm on CIFAR-10 at the preset's codebook sizes -> report.md, results.csv."""
-    need_data("recipes", data)
-    t0 = time.perf_counter()
-    out = Path(out)
-    runs = recipe_runs(data, preset, arms)
-    rows = sweep_image_runs(runs, out, jobs=jobs, progress=progress, command=command)
+def replicate_recipes(job: Job, arms: list[str] | None = None) -> Rows:
+    """Every recipe arm on CIFAR-10 at the preset's codebook sizes -> report.md, results.csv.
+    ``arms``: a subset of ``ARMS`` (all by default)."""
+    out, preset = job.out, job.preset
+    runs = recipe_runs(job.data, preset, arms)
+    rows = sweep_image_runs(runs, job)
     for row, (_, assignment, _) in zip(rows, runs):
         row["recipe"] = assignment["recipe"]
         row.setdefault("strategy", assignment["train.strategy"])
@@ -183,11 +173,12 @@ def replicate_recipes(
     plot_bars(rows, ["recon_mse", "usage", "perplexity"], out / "plots" / "recipes.png",
                  title=f"CIFAR-10 recipes ({preset} preset)")  # fmt: skip
     ranking = rank_recipes(rows)
-    _write_report(out, rows, ranking, data, preset, jobs, command, time.perf_counter() - t0)
+    _write_report(job, rows, ranking)
     return rows
 
 
-def _write_report(out, rows, ranking, data, preset, jobs, command, seconds) -> None:
+def _write_report(job: Job, rows, ranking) -> None:
+    preset, data = job.preset, job.data
     p = {k: v for k, v in PRESETS[preset].items() if k != "sizes"}
     best = ranking[0] if ranking else None
     text = [
@@ -242,11 +233,12 @@ def _write_report(out, rows, ranking, data, preset, jobs, command, seconds) -> N
         "",
         markdown_table(rows, COLUMNS),
         "",
-        "## How this was made",
-        "",
-        f"- preset: `{preset}`; runs trained {jobs} at a time",
-        "- shared settings: " + ", ".join(f"`{k}={v}`" for k, v in {**CIFAR_BASE, **p}.items()),
-        provenance(command or "vqlab replicate recipes", seconds),
-        "",
+        *job.how_made(
+            f"- preset: `{preset}`; runs trained {job.jobs} at a time",
+            "- shared settings: " + ", ".join(f"`{k}={v}`" for k, v in {**CIFAR_BASE, **p}.items()),
+        ),
     ]
-    (Path(out) / "report.md").write_text("\n".join(text))
+    job.write_report(text)
+
+
+REPLICATION = Replication("recipes", PRESETS, replicate_recipes, needs_data=True, one_sweep=True)

@@ -19,25 +19,17 @@ import traceback
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from contextlib import contextmanager
-from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
 from tqdm.auto import tqdm
 
 from vqlab.config import RunConfig, build_config
-from vqlab.errors import MissingFileError
 from vqlab.reports.markdown import markdown_table, provenance
 from vqlab.reports.plots import plot_vs_codebook_size
 from vqlab.reports.results import write_results
 
 RUNS_DIR = "runs"
-
-
-def need_data(name: str, data: object) -> None:
-    """A replication on CIFAR-10 refuses to start without ``--data``."""
-    if data is None:
-        raise MissingFileError(f"replicate {name} needs --data (a CIFAR-10 folder or zip)")
 
 
 def check_preset(preset: str, presets: dict) -> None:
@@ -169,24 +161,7 @@ def _record_failure(row: dict[str, Any], run_dir: Path, err: BaseException, trac
     (run_dir / "error.txt").write_text(trace)
 
 
-_REPORT_ONLY: ContextVar[bool] = ContextVar("report_only", default=False)
 PENDING = "pending (not run)"
-
-
-@contextmanager
-def report_only() -> Iterator[None]:
-    """Inside, :func:`run_sweep` trains nothing: finished runs are read, the rest get the status
-    ``pending (not run)``, so a sweep cut short can be reported on as it stands."""
-    token = _REPORT_ONLY.set(True)
-    try:
-        yield
-    finally:
-        _REPORT_ONLY.reset(token)
-
-
-def reporting_only() -> bool:
-    """True inside :func:`report_only`: train nothing, report what is there."""
-    return _REPORT_ONLY.get()
 
 
 def run_sweep(
@@ -197,8 +172,12 @@ def run_sweep(
     train_fn: Callable[..., dict[str, Any]] | None = None,
     progress: bool = True,
     command: str | None = None,
+    report_only: bool = False,
 ) -> list[dict[str, Any]]:
     """Train every run into ``out/runs/<name>``; write ``out/results.csv``; return its rows.
+
+    report_only: train nothing; finished runs are read and the rest get the status
+    ``pending (not run)``, so a sweep cut short can be reported on as it stands.
 
     jobs: runs trained at once, each in its own process (spawned, so CUDA works in them) with
     ``max(1, cpu_count // jobs)`` torch threads. Small models waste most of a device one at a
@@ -216,7 +195,7 @@ def run_sweep(
         if summary_file.is_file():
             row.update(status="skipped (finished)", **json.loads(summary_file.read_text()))
             continue
-        if _REPORT_ONLY.get():
+        if report_only:
             row["status"] = PENDING
             continue
         todo.append((row, run_dir, config))  # an unfinished attempt resumes (train_or_resume)

@@ -5,12 +5,12 @@ Also the base config (:data:`SYNTHETIC_BASE`) that the capacity and init studies
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
-from vqlab.experiments.sweep import RUNS_DIR, check_preset, expand, run_name, run_sweep
-from vqlab.reports.markdown import markdown_table, provenance
+from vqlab.experiments.protocol import Job, Replication, Rows
+from vqlab.experiments.sweep import RUNS_DIR, expand, run_name
+from vqlab.reports.markdown import markdown_table
 from vqlab.reports.plots import plot_over_training, plot_tokens, plot_vs_codebook_size
 from vqlab.training.evaluate import SAMPLES_FILE
 
@@ -92,24 +92,10 @@ def _findings(rows: list[dict], dims: list[int], k: int) -> list[str]:
     return lines
 
 
-def replicate_synthetic(
-    out: str | Path,
-    *,
-    data: str | Path | None = None,
-    preset: str = "cpu",
-    jobs: int = 1,
-    progress: bool = True,
-    command: str = "",
-) -> list[dict[str, Any]]:
-    """Standard vs deferred on the 10-peak mixture at dim 8 and dim 2, several codebook sizes.
-
-    ``data`` is unused (the mixture is drawn from the seed); it is taken so that every
-    replication of :data:`vqlab.experiments.replications.EXPERIMENTS` is called alike.
-    """
-    check_preset(preset, PRESETS)
-    t0 = time.perf_counter()
-    out = Path(out)
-    p = PRESETS[preset]
+def replicate_synthetic(job: Job) -> Rows:
+    """Standard vs deferred on the 10-peak mixture at dim 8 and dim 2, several codebook sizes
+    (the mixture is drawn from the seed: no ``--data``)."""
+    out, p = job.out, job.settings
     base = {
         **SYNTHETIC_BASE,
         "train.steps": p["train.steps"],
@@ -125,7 +111,7 @@ def replicate_synthetic(
             "train.strategy": ["standard", "deferred"],
         }
         runs += expand(base, [], grid)
-    rows = run_sweep(runs, out, jobs=jobs, progress=progress, command=command)
+    rows = job.sweep(runs)
     plots = out / "plots"
     plots.mkdir(exist_ok=True)
     k_max = max(p["sizes"])
@@ -168,13 +154,11 @@ def replicate_synthetic(
             f"dim {dim}, K={k_max}",
         )
         figures.append((f"Codebook spread over training, dim {dim}, K={k_max}", name))
-    _write_synthetic_report(
-        out, rows, figures, base, dims, k_max, preset, command, time.perf_counter() - t0, jobs
-    )
+    _write_synthetic_report(job, rows, figures, base, dims, k_max)
     return rows
 
 
-def _write_synthetic_report(out, rows, figures, base, dims, k_max, preset, command, seconds, jobs):
+def _write_synthetic_report(job: Job, rows, figures, base, dims, k_max) -> None:
     settings = ", ".join(f"`{k}={v}`" for k, v in base.items())
     text = [
         "# Synthetic replication: standard vs deferred quantization",
@@ -199,12 +183,11 @@ def _write_synthetic_report(out, rows, figures, base, dims, k_max, preset, comma
     ]
     for caption, name in figures:
         text += [f"### {caption}", "", f"![{caption}](plots/{name})", ""]
-    text += [
-        "## How this was made",
-        "",
-        f"- preset: `{preset}`; runs trained {jobs} at a time (`--jobs`)",
+    text += job.how_made(
+        f"- preset: `{job.preset}`; runs trained {job.jobs} at a time (`--jobs`)",
         f"- settings: {settings}",
-        provenance(command or "vqlab replicate synthetic", seconds),
-        "",
-    ]
-    (Path(out) / "report.md").write_text("\n".join(text))
+    )
+    job.write_report(text)
+
+
+REPLICATION = Replication("synthetic", PRESETS, replicate_synthetic)

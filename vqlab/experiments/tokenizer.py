@@ -14,15 +14,15 @@ the preset names existing folders; a finished net, like a finished run, is never
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from vqlab.experiments.cifar import CIFAR_BASE, CIFAR_PRESETS
-from vqlab.experiments.sweep import RUNS_DIR, check_preset, expand, need_data, run_sweep
-from vqlab.reports.markdown import markdown_table, provenance
+from vqlab.experiments.protocol import Job, Replication, Rows
+from vqlab.experiments.sweep import RUNS_DIR, check_preset, expand
+from vqlab.reports.markdown import markdown_table
 from vqlab.reports.results import write_results
 
 # the cpu preset: the cifar10 replication's cpu model at half its step budget, the losses of
@@ -120,29 +120,18 @@ def _arm(row: dict) -> str:
     return "GAN" if float(row.get("loss.gan") or 0) > 0 else "MSE+perceptual"
 
 
-def replicate_tokenizer(
-    out: str | Path,
-    *,
-    data: str | Path | None,
-    preset: str = "cpu",
-    jobs: int = 1,
-    progress: bool = True,
-    command: str = "",
-) -> list[dict[str, Any]]:
+def replicate_tokenizer(job: Job) -> Rows:
     """The tokenizer table (module docstring): report.md, results.csv, plots/."""
     from vqlab.evaluation.featnet import load_featnet
     from vqlab.runs.evaluate import evaluate_tokenizer
 
-    need_data("tokenizer", data)
-    check_preset(preset, TOKENIZER_PRESETS)  # before the feature nets read the preset
-    t0 = time.perf_counter()
-    out = Path(out)
+    out, data, preset = job.out, job.data, job.preset
     out.mkdir(parents=True, exist_ok=True)
     # the perceptual net before the runs, the scoring net only when they are done
-    percepnet = feature_net(out, "percepnet", data, preset, progress)
+    percepnet = feature_net(out, "percepnet", data, preset, job.progress)
     runs, base = tokenizer_runs(data, preset, percepnet)
-    rows = run_sweep(runs, out, jobs=jobs, progress=progress, command=command)
-    featnet = feature_net(out, "featnet", data, preset, progress)
+    rows = job.sweep(runs)
+    featnet = feature_net(out, "featnet", data, preset, job.progress)
     limit = int(base.get("data.test_limit", 0))
     for row in rows:
         row["arm"] = _arm(row)
@@ -162,7 +151,7 @@ def replicate_tokenizer(
         n: load_featnet(p).info["sha256"][:12]
         for n, p in (("eval", featnet), ("percep", percepnet))
     }
-    _write_report(out, rows, base, preset, jobs, sha, command, time.perf_counter() - t0, data)
+    _write_report(job, rows, base, sha)
     return rows
 
 
@@ -240,7 +229,10 @@ def _gan_finding(by: dict) -> list[str]:
     return out
 
 
-def _write_report(out, rows, base, preset, jobs, sha, command, seconds, data) -> None:
+def _write_report(job: Job, rows, base, sha) -> None:
+    out, preset, data = job.out, job.preset, job.data
+    train_min = sum(float(r.get("seconds") or 0) for r in rows) / 60
+    eval_min = sum(float(r.get("eval_seconds") or 0) for r in rows) / 60
     floor = next((r["floor_fd"] for r in rows if "floor_fd" in r), float("nan"))
     text = [
         f"# CIFAR-10 tokenizer table ({preset} preset): standard vs deferred",
@@ -269,15 +261,15 @@ def _write_report(out, rows, base, preset, jobs, sha, command, seconds, data) ->
         "",
         *(f"![{p.stem}](plots/{p.name})" for p in sorted((out / "plots").glob("recon_*.png"))),
         "",
-        "## How this was made",
-        "",
-        f"- preset: `{preset}`; runs trained {jobs} at a time",
-        f"- compute: {sum(float(r.get('seconds') or 0) for r in rows) / 60:.1f} min of training "
-        f"and {sum(float(r.get('eval_seconds') or 0) for r in rows) / 60:.1f} min of evaluation "
-        "summed over the runs (the wall time below is this invocation's; finished runs and "
-        "evaluations are reused, not redone)",
-        "- settings: " + ", ".join(f"`{k}={v}`" for k, v in base.items()),
-        provenance(command or "vqlab replicate tokenizer", seconds),
-        "",
+        *job.how_made(
+            f"- preset: `{preset}`; runs trained {job.jobs} at a time",
+            f"- compute: {train_min:.1f} min of training and {eval_min:.1f} min of evaluation "
+            "summed over the runs (the wall time below is this invocation's; finished runs and "
+            "evaluations are reused, not redone)",
+            "- settings: " + ", ".join(f"`{k}={v}`" for k, v in base.items()),
+        ),
     ]
-    (out / "report.md").write_text("\n".join(text))
+    job.write_report(text)
+
+
+REPLICATION = Replication("tokenizer", TOKENIZER_PRESETS, replicate_tokenizer, needs_data=True)

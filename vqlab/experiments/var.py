@@ -19,13 +19,14 @@ Every stage skips what is finished, and unfinished runs resume from their checkp
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from vqlab.experiments.generation import (
+    _SRC,
+    METRICS,
     findings,
     mean_std,
     prior_runs,
@@ -34,9 +35,10 @@ from vqlab.experiments.generation import (
     stage_times,
     tokenize_all,
 )
-from vqlab.experiments.sweep import RUNS_DIR, check_preset, expand, need_data, run_sweep
+from vqlab.experiments.protocol import Job, Replication, Rows
+from vqlab.experiments.sweep import RUNS_DIR, expand, run_sweep
 from vqlab.experiments.tokenizer import TOKENIZER_PRESETS, _feature_nets, tokenizer_runs
-from vqlab.reports.markdown import markdown_table, provenance
+from vqlab.reports.markdown import markdown_table
 from vqlab.reports.results import write_results
 
 VAR_PRESETS: dict[str, dict[str, Any]] = {
@@ -103,16 +105,11 @@ VAR_PRESETS: dict[str, dict[str, Any]] = {
         "sample": ["sample.cfg=1.5", "sample.top_k=900", "sample.top_p=0.96"],
     },
 }
-_SRC = "papers (ImageNet-100)"
 PAPERS = [  # ImageNet-100, 128 px, K = 16384 (PAPER.md); not comparable in scale
     {"source": _SRC, "strategy": "deferred", "r_fd": "5.04 (r-FID)", "g_fd": "10.70 (FID)",
      "pixel_distance": 75.92, "real_perplexity": 7044.51},
     {"source": _SRC, "strategy": "standard", "r_fd": "5.39 (r-FID)", "g_fd": "12.88 (FID)",
      "pixel_distance": 70.69, "real_perplexity": 2801.88},
-]  # fmt: skip
-METRICS = [
-    "r_fd", "g_fd", "g_kd", "pixel_distance", "pixel_distance_within_class",
-    "class_consistency", "real_perplexity", "sample_perplexity", "sample_codes_used",
 ]  # fmt: skip
 TOKENIZER_COLUMNS = [
     "strategy", "ms_init", "r_fd", "floor_fd", "recon_mse", "psnr", "perplexity", "usage",
@@ -217,39 +214,28 @@ def sample_scale_perplexity(ids: np.ndarray, scales: tuple[int, ...], k: int) ->
     return [token_usage(ids[:, a:b], k)[1] for a, b in zip(bounds[:-1], bounds[1:])]
 
 
-def replicate_var(
-    out: str | Path,
-    *,
-    data: str | Path | None,
-    preset: str = "cpu",
-    jobs: int = 1,
-    progress: bool = True,
-    command: str = "",
-) -> list[dict[str, Any]]:
+def replicate_var(job: Job) -> Rows:
     """The experiment of the module docstring: report.md, results.csv, tokenizers.csv, plots/."""
-    need_data("var", data)
-    check_preset(preset, VAR_PRESETS)
-    t0, out, p = time.perf_counter(), Path(out), VAR_PRESETS[preset]
+    out, data, p, progress = job.out, job.data, job.settings, job.progress
     if p["prior_init"] not in p["init_ways"]:
         raise ValueError(f"prior_init={p['prior_init']!r} is not one of {p['init_ways']}")
     out.mkdir(parents=True, exist_ok=True)
     timing: dict[str, float] = {}
-    tok_rows, featnet = _tokenizers(out, data, p, jobs, progress)
-    timing["tokenizers"] = time.perf_counter() - t0
+    tok_rows, featnet = _tokenizers(out, data, p, job.jobs, progress)
+    job.lap(timing, "tokenizers")
     pair = {r["strategy"]: r["folder"] for r in tok_rows if r["ms_init"] == p["prior_init"]}
     tokens = tokenize_all(out, data, pair, progress)
-    timing["tokenize"] = time.perf_counter() - t0 - sum(timing.values())
-    rows = run_sweep(prior_runs(tokens, p), out / "priors", jobs=jobs, progress=progress)
-    timing["priors"] = time.perf_counter() - t0 - sum(timing.values())
+    job.lap(timing, "tokenize")
+    rows = job.sweep(prior_runs(tokens, p), out / "priors", command=None)
+    job.lap(timing, "priors")
     reference = sample_and_score(out, rows, tokens, pair, featnet, data, p, progress)
     _sample_scales(out, rows, tokens)
-    timing["sample and score"] = time.perf_counter() - t0 - sum(timing.values())
+    job.lap(timing, "sample and score")
     write_results(out / "results.csv", rows)
     write_results(out / "tokenizers.csv", [_flat(r) for r in tok_rows])
     _plots(out, tok_rows, rows)
-    seconds = time.perf_counter() - t0
     timing = stage_times(out, timing)
-    _write_report(out, tok_rows, rows, reference, p, preset, jobs, timing, command, seconds, data)
+    _write_report(job, tok_rows, rows, reference, timing)
     return rows
 
 
@@ -371,9 +357,8 @@ def _findings(tok_rows: list[dict], rows: list[dict], p: dict) -> list[str]:
     return lines
 
 
-def _write_report(
-    out, tok_rows, rows, reference, p, preset, jobs, timing, command, seconds, data
-) -> None:
+def _write_report(job: Job, tok_rows, rows, reference, timing) -> None:
+    out, p, preset = job.out, job.settings, job.preset
     gen = [
         {"strategy": s, **{k: mean_std(rows, s, k) for k in METRICS}}
         for s in ("standard", "deferred")
@@ -442,18 +427,19 @@ def _write_report(
         "",
         *(f"![{g.parent.name}](samples/{g.parent.name}/grid.png)" for g in grids),
         "",
-        "## How this was made",
-        "",
-        f"- preset: `{preset}`; runs trained {jobs} at a time; data: `{data}` (if "
-        "`../shared/data/cifar10`: the JPEG re-encoded copy)",
-        "- prior: " + ", ".join(f"`{k}={v}`" for k, v in p["prior"].items()),
-        "- sampler: " + ", ".join(f"`{s}`" for s in p["sample"]),
-        "- wall time by stage (from the invocation that did it; `timing.json`): "
-        + ", ".join(f"{k} {v / 60:.1f} min" for k, v in timing.items())
-        + "; compute summed over the runs: tokenizers "
-        + f"{sum(float(r.get('seconds') or 0) for r in tok_rows) / 60:.1f} min, priors "
-        + f"{sum(float(r.get('seconds') or 0) for r in rows) / 60:.1f} min",
-        provenance(command or "vqlab replicate var", seconds),
-        "",
+        *job.how_made(
+            f"- preset: `{preset}`; runs trained {job.jobs} at a time; data: `{job.data}` (if "
+            "`../shared/data/cifar10`: the JPEG re-encoded copy)",
+            "- prior: " + ", ".join(f"`{k}={v}`" for k, v in p["prior"].items()),
+            "- sampler: " + ", ".join(f"`{s}`" for s in p["sample"]),
+            "- wall time by stage (from the invocation that did it; `timing.json`): "
+            + ", ".join(f"{k} {v / 60:.1f} min" for k, v in timing.items())
+            + "; compute summed over the runs: tokenizers "
+            + f"{sum(float(r.get('seconds') or 0) for r in tok_rows) / 60:.1f} min, priors "
+            + f"{sum(float(r.get('seconds') or 0) for r in rows) / 60:.1f} min",
+        ),
     ]
-    (out / "report.md").write_text("\n".join(text))
+    job.write_report(text)
+
+
+REPLICATION = Replication("var", VAR_PRESETS, replicate_var, needs_data=True)
