@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from vqlab.config.checks import check_choice, check_positive
@@ -10,6 +11,16 @@ from vqlab.errors import ConfigError
 
 GAN_LOSSES = ("hinge", "non_saturating")
 PRIOR_KINDS = ("maskgit", "var")
+# What ``prior.label_smoothing``, ``sample.top_k`` and ``sample.top_p`` left unset (none) become,
+# per prior kind. VAR: its released trainer and sampler (GENERATION.md). MaskGIT: its sampler
+# has no top-k/top-p; its official config smooths by 0.1, but a temperature-1 sampler then draws
+# the smoothing floor: measured on tests/priors/test_prior_defaults.py's toy grids (one seed,
+# results/var-findings-cpu), MaskGIT's conditional samples were exact 69% of the time at 0.1
+# against 99.5% at 0, and VAR's 22% (37% with top-k 900 / top-p 0.96) against 100% at 0.
+PRIOR_DEFAULTS: dict[str, dict[str, float]] = {
+    "maskgit": {"label_smoothing": 0.0, "top_k": 0, "top_p": 0.0},
+    "var": {"label_smoothing": 0.0, "top_k": 900, "top_p": 0.96},
+}
 
 
 @dataclass(frozen=True)
@@ -73,7 +84,7 @@ class PriorConfig:
     heads: int = 4
     dropout: float = 0.1
     mask_schedule: str = "cosine"
-    label_smoothing: float = 0.1
+    label_smoothing: float | None = None
     loss_on_all: bool = False
     class_dropout: float = 0.1
     eval_mask_ratio: float = 0.5
@@ -89,6 +100,9 @@ class PriorConfig:
             raise ConfigError(
                 f"prior.width={self.width} must be divisible by prior.heads={self.heads}"
             )
+        if self.label_smoothing is None:  # frozen: resolved once, during construction
+            smoothing = PRIOR_DEFAULTS[self.kind]["label_smoothing"]
+            object.__setattr__(self, "label_smoothing", smoothing)
         for name in ("dropout", "label_smoothing", "class_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ConfigError(f"prior.{name} must lie in [0, 1); got {getattr(self, name)}")
@@ -104,7 +118,8 @@ class SampleConfig:
     ``choice_temperature`` of the Gumbel noise on the confidences (annealed to 0 over the
     steps), ``cfg`` the classifier-free guidance scale (0 = off), ``batch_size``, ``seed``.
     VAR (``prior.kind=var``) samples scale by scale with ``temperature``, ``cfg`` (ramped from
-    0 at the first scale to ``cfg`` at the last), ``top_k`` and ``top_p`` (0 = off)."""
+    0 at the first scale to ``cfg`` at the last), ``top_k`` and ``top_p`` (0 = off; none, the
+    default, = the prior kind's value in ``PRIOR_DEFAULTS``, set by :func:`resolve_sampler`)."""
 
     steps: int = 8
     temperature: float = 1.0
@@ -112,14 +127,23 @@ class SampleConfig:
     cfg: float = 0.0
     batch_size: int = 256
     seed: int = 0
-    top_k: int = 0
-    top_p: float = 0.0
+    top_k: int | None = None
+    top_p: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "temperature"):
             check_positive("sample", name, getattr(self, name))
-        check_positive("sample", "top_k", self.top_k, strict=False)
-        if not 0.0 <= self.top_p <= 1.0:
+        if self.top_k is not None:
+            check_positive("sample", "top_k", self.top_k, strict=False)
+        if self.top_p is not None and not 0.0 <= self.top_p <= 1.0:
             raise ConfigError(f"sample.top_p must lie in [0, 1] (0 = off); got {self.top_p}")
         for name in ("choice_temperature", "cfg"):
             check_positive("sample", name, getattr(self, name), strict=False)
+
+
+def resolve_sampler(sample: SampleConfig, kind: str) -> SampleConfig:
+    """``sample`` with ``top_k`` / ``top_p`` left at none set to prior ``kind``'s defaults."""
+    fill = {k: PRIOR_DEFAULTS[kind][k] for k in ("top_k", "top_p") if getattr(sample, k) is None}
+    if fill and "top_k" in fill:
+        fill["top_k"] = int(fill["top_k"])
+    return dataclasses.replace(sample, **fill) if fill else sample

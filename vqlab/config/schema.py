@@ -14,10 +14,10 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from vqlab.config.checks import check_choice, check_positive
-from vqlab.config.generation import LossConfig, PriorConfig, SampleConfig
+from vqlab.config.generation import LossConfig, PriorConfig, SampleConfig, resolve_sampler
 from vqlab.errors import ConfigError
 from vqlab.quantizers.interface import QUANTIZERS
-from vqlab.quantizers.multiscale import INIT_WAYS
+from vqlab.quantizers.multiscale import INIT_WAYS, LOSS_ON
 from vqlab.quantizers.rotation import ESTIMATORS
 from vqlab.quantizers.vq import INIT_METHODS as INITS
 from vqlab.quantizers.vq import SEARCHES, UPDATES, simvq_conflict
@@ -101,6 +101,10 @@ class ModelConfig:
     conv: level ``i`` of the encoder has ``width * channel_mult[i]`` channels and there is one
     stride-2 step between levels, so ``channel_mult`` has ``log2(downsample) + 1`` entries. Empty
     means 1 at full resolution and 2 at every lower level (``1,2,2`` for downsample=4).
+    ``norm_groups``: the most groups a conv GroupNorm may have (the largest divisor of its
+    channels up to this). The default 32 keeps every committed run's model; at widths of 32
+    channels or fewer it is one channel per group, an InstanceNorm that removes each image's
+    per-channel mean (a multi-scale tokenizer's 1x1 scale then sees a near-constant input).
     """
 
     kind: str = "mlp"
@@ -112,10 +116,11 @@ class ModelConfig:
     channel_mult: str = ""
     res_blocks: int = 1
     attention: bool = False
+    norm_groups: int = 32
 
     def __post_init__(self) -> None:
         check_choice("model", "kind", self.kind, MODEL_KINDS)
-        for name in ("hidden", "depth", "latent_dim", "width", "res_blocks"):
+        for name in ("hidden", "depth", "latent_dim", "width", "res_blocks", "norm_groups"):
             check_positive("model", name, getattr(self, name))
         if self.downsample < 1 or self.downsample & (self.downsample - 1):
             raise ConfigError(
@@ -185,6 +190,7 @@ class VQConfig:
     levels: str = ""
     entropy_weight: float = 0.1
     ms_init: str = "finest"
+    loss_on: str = "every_scale"
 
     def __post_init__(self) -> None:
         check_choice("vq", "recipe", self.recipe, tuple(RECIPES))
@@ -227,10 +233,19 @@ class VQConfig:
         ``ms_init``: how a multi-scale codebook's k-means sample is drawn: ``finest`` (the
         full-resolution encoder outputs), ``pyramid`` (area-downsampled latents of every scale
         pooled) or ``coarse_then_all`` (fit the coarsest scale, run the residual pass, refit on
-        every scale's residuals)."""
+        every scale's residuals). ``loss_on``: the multi-scale commitment/codebook loss on every
+        scale's running reconstruction, averaged (``every_scale``, VAR's released code) or on
+        the final one only (``final``; the averaged pull towards blurred partial
+        reconstructions shrinks the latents, results/var-findings-cpu)."""
         from vqlab.quantizers.fsq import fsq_levels_for
 
         check_choice("vq", "kind", self.kind, tuple(QUANTIZERS))
+        check_choice("vq", "loss_on", self.loss_on, LOSS_ON)
+        if self.kind != "multiscale" and self.loss_on != "every_scale":
+            raise ConfigError(
+                f"vq.loss_on={self.loss_on} is the multi-scale layer's; vq.kind={self.kind} "
+                "has one scale (leave vq.loss_on at every_scale)"
+            )
         if self.kind == "single":
             return
         unsupported = [
@@ -393,6 +408,8 @@ class RunConfig:
                 else "data.name=tokens holds token ids for a prior: set task=prior"
             )
         self._apply_train_recipe()
+        # frozen: the sampler's per-prior defaults are filled once, during construction
+        object.__setattr__(self, "sample", resolve_sampler(self.sample, self.prior.kind))
 
     def _apply_train_recipe(self) -> None:
         """A ``vq.recipe`` may name a schedule too (``train.strategy``): fill those ``train.*``

@@ -74,7 +74,8 @@ VAR_PRESETS: dict[str, dict[str, Any]] = {
             "train.eval_every": 750,
         },
         # plain sampling (no guidance, no top-k/top-p), as the MaskGIT experiment samples at cfg 0
-        "sample": ["sample.temperature=1.0"],
+        # (explicit: a VAR prior's sampler defaults to top-k 900 / top-p 0.96 since issue 22)
+        "sample": ["sample.temperature=1.0", "sample.top_k=0", "sample.top_p=0"],
     },
     # the papers' scale: 128 px ImageNet-100, 16x16 latents, VAR's ten scales; not run here
     "gpu": {

@@ -33,13 +33,18 @@ from vqlab.errors import ConfigError
 MAX_GROUPS = 32
 
 
-def norm(channels: int) -> nn.GroupNorm:
-    """GroupNorm with the largest group count <= 32 that divides ``channels``.
+def norm(channels: int, max_groups: int = MAX_GROUPS) -> nn.GroupNorm:
+    """GroupNorm with the largest group count <= ``max_groups`` that divides ``channels``.
 
     32 groups is the usual choice; small or odd widths (8, 16, 48) fall back to fewer groups
-    instead of failing, down to one group per channel.
+    instead of failing. At 32 channels or fewer the default is one group per channel, an
+    InstanceNorm: it removes each image's per-channel mean, so the encoder's last norm leaves
+    the image-mean latent (what a multi-scale tokenizer's 1x1 scale quantizes) nearly constant
+    (results/var-findings-cpu). ``max_groups=8`` keeps >= 4 channels per group at 32 channels.
     """
-    groups = max(g for g in range(1, min(MAX_GROUPS, channels) + 1) if channels % g == 0)
+    if max_groups < 1:
+        raise ValueError(f"max_groups must be >= 1; got {max_groups}")
+    groups = max(g for g in range(1, min(max_groups, channels) + 1) if channels % g == 0)
     return nn.GroupNorm(groups, channels, eps=1e-6)
 
 
@@ -49,10 +54,10 @@ class ResBlock(nn.Module):
     The skip is the identity, or a 1x1 conv when the channel count changes.
     """
 
-    def __init__(self, in_ch: int, out_ch: int) -> None:
+    def __init__(self, in_ch: int, out_ch: int, groups: int = MAX_GROUPS) -> None:
         super().__init__()
-        self.norm1, self.conv1 = norm(in_ch), nn.Conv2d(in_ch, out_ch, 3, padding=1)
-        self.norm2, self.conv2 = norm(out_ch), nn.Conv2d(out_ch, out_ch, 3, padding=1)
+        self.norm1, self.conv1 = norm(in_ch, groups), nn.Conv2d(in_ch, out_ch, 3, padding=1)
+        self.norm2, self.conv2 = norm(out_ch, groups), nn.Conv2d(out_ch, out_ch, 3, padding=1)
         self.skip = nn.Identity() if in_ch == out_ch else nn.Conv2d(in_ch, out_ch, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -64,9 +69,9 @@ class ResBlock(nn.Module):
 class Attention(nn.Module):
     """(B, ch, H, W) -> same: one-head self-attention over the H*W positions, residual."""
 
-    def __init__(self, channels: int) -> None:
+    def __init__(self, channels: int, groups: int = MAX_GROUPS) -> None:
         super().__init__()
-        self.norm = norm(channels)
+        self.norm = norm(channels, groups)
         self.qkv = nn.Conv2d(channels, 3 * channels, 1)
         self.proj = nn.Conv2d(channels, channels, 1)
 
@@ -102,12 +107,14 @@ class Upsample(nn.Module):
         return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
 
 
-def _mid(channels: int, attention: bool) -> nn.Sequential:
+def _mid(channels: int, attention: bool, groups: int) -> nn.Sequential:
     """The block at the lowest resolution: ResBlock, or ResBlock-Attention-ResBlock."""
     if not attention:
-        return nn.Sequential(ResBlock(channels, channels))
+        return nn.Sequential(ResBlock(channels, channels, groups))
     return nn.Sequential(
-        ResBlock(channels, channels), Attention(channels), ResBlock(channels, channels)
+        ResBlock(channels, channels, groups),
+        Attention(channels, groups),
+        ResBlock(channels, channels, groups),
     )
 
 
@@ -130,6 +137,7 @@ class ConvEncoder(nn.Module):
         latent_dim: code dimension D.
         res_blocks: residual blocks per level.
         attention: add self-attention in the lowest-resolution block (off by default).
+        norm_groups: the most GroupNorm groups a norm may have (:func:`norm`).
     """
 
     def __init__(
@@ -141,6 +149,7 @@ class ConvEncoder(nn.Module):
         *,
         res_blocks: int = 1,
         attention: bool = False,
+        norm_groups: int = MAX_GROUPS,
     ) -> None:
         super().__init__()
         _check_sizes(width, channel_mult, res_blocks, latent_dim)
@@ -151,13 +160,13 @@ class ConvEncoder(nn.Module):
         ch = channels[0]
         for level, out_ch in enumerate(channels):
             for _ in range(res_blocks):
-                layers.append(ResBlock(ch, out_ch))
+                layers.append(ResBlock(ch, out_ch, norm_groups))
                 ch = out_ch
             if level < len(channels) - 1:
                 layers.append(Downsample(ch))
         self.down = nn.Sequential(*layers)
-        self.mid = _mid(ch, attention)
-        self.norm_out = norm(ch)
+        self.mid = _mid(ch, attention, norm_groups)
+        self.norm_out = norm(ch, norm_groups)
         # 1x1: the projection to D mixes channels only; the spatial work is done above
         self.conv_out = nn.Conv2d(ch, latent_dim, 1)
 
@@ -181,6 +190,7 @@ class ConvDecoder(nn.Module):
         *,
         res_blocks: int = 1,
         attention: bool = False,
+        norm_groups: int = MAX_GROUPS,
     ) -> None:
         super().__init__()
         _check_sizes(width, channel_mult, res_blocks, latent_dim)
@@ -188,17 +198,17 @@ class ConvDecoder(nn.Module):
         self.upsample = 2 ** (len(channels) - 1)
         ch = channels[-1]
         self.conv_in = nn.Conv2d(latent_dim, ch, 3, padding=1)
-        self.mid = _mid(ch, attention)
+        self.mid = _mid(ch, attention, norm_groups)
         layers: list[nn.Module] = []
         for level in reversed(range(len(channels))):
             for _ in range(res_blocks):
-                layers.append(ResBlock(ch, channels[level]))
+                layers.append(ResBlock(ch, channels[level], norm_groups))
                 ch = channels[level]
             if level > 0:
                 layers.append(Upsample(ch, channels[level - 1]))
                 ch = channels[level - 1]
         self.up = nn.Sequential(*layers)
-        self.norm_out = norm(ch)
+        self.norm_out = norm(ch, norm_groups)
         self.conv_out = nn.Conv2d(ch, out_channels, 3, padding=1)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:

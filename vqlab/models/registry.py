@@ -35,12 +35,9 @@ def _conv(cfg: ModelConfig, input_shape: tuple[int, ...]) -> tuple[nn.Module, nn
     mult = cfg.channel_multipliers()
     check_image_shape(input_shape, cfg.downsample)
     c = input_shape[0]
-    enc = ConvEncoder(
-        c, cfg.width, mult, cfg.latent_dim, res_blocks=cfg.res_blocks, attention=cfg.attention
-    )
-    dec = ConvDecoder(
-        cfg.latent_dim, cfg.width, mult, c, res_blocks=cfg.res_blocks, attention=cfg.attention
-    )
+    sizes = {"res_blocks": cfg.res_blocks, "attention": cfg.attention}
+    enc = ConvEncoder(c, cfg.width, mult, cfg.latent_dim, **sizes, norm_groups=cfg.norm_groups)
+    dec = ConvDecoder(cfg.latent_dim, cfg.width, mult, c, **sizes, norm_groups=cfg.norm_groups)
     return enc, dec, 1  # z_e is (B, D, h, w): D on axis 1
 
 
@@ -142,4 +139,5 @@ def _grid_quantizer(
         share_resi=min(vq.share_resi, len(scales)),
         channel_dim=channel_dim,
         search=vq.search,
+        loss_on=vq.loss_on,
     )

@@ -63,7 +63,8 @@ def sample_run(
     bad = [o for o in overrides or [] if not o.split("=", 1)[0].strip().startswith("sample.")]
     if bad:
         raise ConfigError(f"vqlab sample takes only sample.* settings; got {bad[0]!r}")
-    given = load_config(None, overrides or []).sample  # parsed and checked as --set is
+    # parsed and checked as --set is; a top_k/top_p of none takes this prior kind's default
+    given = load_config(None, [f"prior.kind={config.prior.kind}", *(overrides or [])]).sample
     keys = {o.split("=", 1)[0].strip().split(".", 1)[1] for o in overrides or []}
     sc = dataclasses.replace(config.sample, **{k: getattr(given, k) for k in keys})
     lab = parse_labels(labels, n, tokens.num_classes)
