@@ -163,45 +163,69 @@ def bench_lloyd(
     dev: torch.device,
     baselines: bool,
 ) -> list[dict]:
-    """Lloyd iterations from one shared init: vqlab, then scikit-learn and faiss on the CPU."""
-    iters, rows = args.iters, []
-    res, t = timed(lambda: kmeans(x, args.k, iters, init=init), dev, args.repeats)
-    rows.append(
-        row("vqlab", "lloyd", t, inertia_of(x, res.centroids), iters_run=iters, device=dev.type)
-    )
-    if not baselines:
-        return rows
+    """Lloyd iterations from one shared init: vqlab, then scikit-learn and faiss on the CPU.
+
+    The methods run in turn within each repeat (after one warm-up run each), so on a shared
+    machine a load that comes and goes falls on all of them alike; the baselines get the same
+    number of threads as torch (faiss.omp_set_num_threads, threadpoolctl for scikit-learn).
+    """
+    iters = args.iters
+    runs: dict[str, Callable[[], object]] = {"vqlab": lambda: kmeans(x, args.k, iters, init=init)}
     x_np, init_np = x.cpu().numpy(), init.cpu().numpy()
-    try:
-        from sklearn.cluster import KMeans
+    threads = torch.get_num_threads()
+    if baselines:
+        try:
+            from sklearn.cluster import KMeans
+            from threadpoolctl import threadpool_limits
 
-        def sk():
-            km = KMeans(args.k, init=init_np, n_init=1, max_iter=iters, tol=0, algorithm="lloyd")
-            return km.fit(x_np)
+            def sk():
+                km = KMeans(args.k, init=init_np, n_init=1, max_iter=iters, tol=0,
+                            algorithm="lloyd")  # fmt: skip
+                with threadpool_limits(threads):
+                    return km.fit(x_np)
 
-        km, t = timed(sk, torch.device("cpu"), args.repeats)
-        rows.append(
-            row("sklearn", "lloyd", t, inertia_of(x, km.cluster_centers_), iters_run=km.n_iter_)
-        )
-    except ImportError:
-        print("scikit-learn not installed")
-    try:
-        import faiss
-    except ImportError:
-        print("faiss not installed")
-        return rows
+            runs["sklearn"] = sk
+        except ImportError:
+            print("scikit-learn not installed")
+        try:
+            import faiss
 
-    def fa():
-        # max_points_per_centroid: keep every point (faiss subsamples to 256 * k by default)
-        km = faiss.Kmeans(x_np.shape[1], args.k, niter=iters, seed=args.seed, verbose=False)
-        km.cp.max_points_per_centroid = x_np.shape[0]
-        if hasattr(km.cp, "early_stop_threshold"):  # newer faiss stops once inertia stalls
-            km.cp.early_stop_threshold = -1.0
-        km.train(x_np, init_centroids=init_np)
-        return km
+            faiss.omp_set_num_threads(threads)
 
-    km, t = timed(fa, torch.device("cpu"), args.repeats)
-    rows.append(row("faiss", "lloyd", t, inertia_of(x, km.centroids), iters_run=len(km.obj)))
+            def fa():
+                # max_points_per_centroid: keep every point (faiss subsamples to 256 * k)
+                km = faiss.Kmeans(x_np.shape[1], args.k, niter=iters, seed=args.seed,
+                                  verbose=False)  # fmt: skip
+                km.cp.max_points_per_centroid = x_np.shape[0]
+                if hasattr(km.cp, "early_stop_threshold"):  # newer faiss stops on a stall
+                    km.cp.early_stop_threshold = -1.0
+                km.train(x_np, init_centroids=init_np)
+                return km
+
+            runs["faiss"] = fa
+        except ImportError:
+            print("faiss not installed (pip install -e .[bench])")
+    outs = {name: fn() for name, fn in runs.items()}  # warm-up
+    times: dict[str, list] = {name: [] for name in runs}
+    for _ in range(args.repeats):
+        for name, fn in runs.items():
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            outs[name] = fn()
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
+            times[name].append(time.perf_counter() - t0)
+    rows = [row("vqlab", "lloyd", times["vqlab"], inertia_of(x, outs["vqlab"].centroids),
+                iters_run=iters, device=dev.type, threads=threads)]  # fmt: skip
+    if "sklearn" in outs:
+        km = outs["sklearn"]
+        rows.append(row("sklearn", "lloyd", times["sklearn"], inertia_of(x, km.cluster_centers_),
+                        iters_run=km.n_iter_, threads=threads))  # fmt: skip
+    if "faiss" in outs:
+        km = outs["faiss"]
+        rows.append(row("faiss", "lloyd", times["faiss"], inertia_of(x, km.centroids),
+                        iters_run=len(km.obj), threads=threads))  # fmt: skip
     return rows
 
 

@@ -258,3 +258,33 @@ def test_auto_falls_back_to_torch_once_when_triton_fails(monkeypatch):
     monkeypatch.setattr(triton_nearest, "nearest_code_triton", wrong)
     with pytest.raises(ValueError, match="not Triton's"):
         nearest_code(x, codebook)
+
+
+def test_cpu_tiles_keep_the_first_of_equal_codes_across_tiles():
+    # 1,300 codes: three CPU column tiles (512, 512, 276). Each row sits next to a planted code;
+    # an exact copy of it in a later tile ties and must lose to the lower index, and rows whose
+    # code is in the first tile must keep it while later tiles improve other rows.
+    g = torch.Generator().manual_seed(5)
+    codebook = torch.randn(1300, 4, generator=g) * 10.0
+    targets = [3, 700, 1299, 520, 511, 512, 0]
+    codebook[1100] = codebook[3]
+    codebook[1200] = codebook[700]
+    codebook[1024] = codebook[512]
+    x = codebook[targets] + 1e-3 * torch.randn(len(targets), 4, generator=g)
+    res = nearest_code_torch(x, codebook)
+    assert res.indices.tolist() == targets
+    ref_i, ref_d = naive(x, codebook)
+    assert torch.equal(res.indices, ref_i)
+    # distances near 4e-6 next to ||x||^2 ~ 400: fp32 cancellation, so an absolute tolerance
+    torch.testing.assert_close(res.distances.double(), ref_d, rtol=0, atol=1e-3)
+
+
+def test_augmented_operands_give_the_partial_distance():
+    from vqlab.quantizers.nearest_torch import augmented_operands
+
+    x = torch.tensor([[1.0, 2.0], [0.0, -1.0]])
+    c = torch.tensor([[3.0, 0.0], [1.0, 1.0], [0.0, 0.0]])
+    xa, ca = augmented_operands(x, c)
+    assert xa.shape == (2, 3) and ca.shape == (3, 3)
+    # ||c||^2 - 2 x.c by hand: row 0: 9 - 6, 2 - 6, 0; row 1: 9 - 0, 2 + 2, 0
+    torch.testing.assert_close(xa @ ca.T, torch.tensor([[3.0, -4.0, 0.0], [9.0, 4.0, 0.0]]))

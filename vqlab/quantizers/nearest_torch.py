@@ -13,6 +13,15 @@ On the CPU the tile is smaller than the budget allows: at most ``CPU_TILE_BYTES`
 row minimum reads it; a GPU keeps the large tiles. The measurements behind those sizes are in
 ``benchmarks/results/cpu_tiles_epyc-2core_torch2.13.0.md``.
 
+The CPU loop also differs in how it scores and reduces a tile (issue 23's profile,
+``benchmarks/results/search_profile_command.txt``): ``addmm`` with the code norms as a
+broadcast bias cost several times a plain GEMM of the same shape at small D, and ``min(dim=1)``
+(values and indices) about 8x ``amin``. So the CPU tile is one plain GEMM of augmented operands
+(:func:`augmented_operands`: ``[x, 1] @ [-2c, ||c||^2].T``), its row minima come from ``amin``,
+and indices are looked up (``argmin``) only for the rows whose best distance the tile improved:
+all rows in the first tile (where ``argmin`` alone gives both), then ever fewer (about
+``rows / t`` in tile ``t`` on random data).
+
 A leaf module (torch only): the dispatcher :func:`vqlab.quantizers.distance.nearest_code` and
 the fused kernel :mod:`vqlab.quantizers.ops.triton_nearest` both build on it.
 
@@ -81,6 +90,14 @@ def tile_shape(
     return rows, cols
 
 
+def cpu_tile_shape(n: int, k: int, max_bytes: int = DEFAULT_MAX_BYTES) -> tuple[int, int]:
+    """The CPU search's tile: at most ``CPU_TILE_BYTES`` and ``max_bytes``, ``CPU_TILE_COLS``
+    codes wide, except that up to twice that many codes go in one tile (one ``argmin`` is then
+    the whole row reduction, cheaper than two tiles' ``amin`` and partial ``argmin``)."""
+    wide = k if k <= 2 * CPU_TILE_COLS else CPU_TILE_COLS
+    return tile_shape(n, k, min(max_bytes, CPU_TILE_BYTES), wide)
+
+
 @torch.no_grad()
 def nearest_code_torch(
     x: torch.Tensor, codebook: torch.Tensor, *, max_bytes: int = DEFAULT_MAX_BYTES
@@ -102,9 +119,10 @@ def nearest_code_torch(
     best_d = torch.full((n,), float("inf"), device=x.device)
     best_i = torch.zeros(n, dtype=torch.long, device=x.device)
     if x.device.type == "cpu":
-        rows, cols = tile_shape(n, k, min(max_bytes, CPU_TILE_BYTES), CPU_TILE_COLS)
-    else:
-        rows, cols = tile_shape(n, k, max_bytes)
+        rows, cols = cpu_tile_shape(n, k, max_bytes)
+        _cpu_tiles(x32, c32, best_d, best_i, rows, cols)
+        return _finish(x32, best_d, best_i)
+    rows, cols = tile_shape(n, k, max_bytes)
     for r0 in range(0, n, rows):
         xr = x32[r0 : r0 + rows]  # (r, D)
         bd = best_d[r0 : r0 + rows]
@@ -119,6 +137,56 @@ def nearest_code_torch(
             bi = torch.where(better, imin + c0, bi)
         best_d[r0 : r0 + rows] = bd
         best_i[r0 : r0 + rows] = bi
+    return _finish(x32, best_d, best_i)
+
+
+def _finish(x32: torch.Tensor, best_d: torch.Tensor, best_i: torch.Tensor) -> NearestCode:
+    """Add the ``||x||^2`` term to the (N,) best partial distances."""
     x_sq = (x32 * x32).sum(1)
     # clamp: cancellation can push tiny distances below zero
     return NearestCode(best_i, (best_d + x_sq).clamp_min_(0.0))
+
+
+def augmented_operands(x32: torch.Tensor, c32: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """x (N, D), c (K, D) fp32 -> ``[x, 1]`` (N, D + 1) and ``[-2 c, ||c||^2]`` (K, D + 1).
+
+    Their product is ``||c||^2 - 2 x.c``, the search's partial distance, in one plain GEMM with
+    no bias to broadcast (``-2 c`` is exact: a power of two).
+    """
+    ones = torch.ones(x32.shape[0], 1, dtype=x32.dtype, device=x32.device)
+    c_sq = (c32 * c32).sum(1, keepdim=True)
+    return torch.cat([x32, ones], 1), torch.cat([-2.0 * c32, c_sq], 1)
+
+
+def _cpu_tiles(
+    x32: torch.Tensor,
+    c32: torch.Tensor,
+    best_d: torch.Tensor,
+    best_i: torch.Tensor,
+    rows: int,
+    cols: int,
+) -> None:
+    """The CPU tile loop (module docstring): fills best_d, best_i (N,) in place.
+
+    x32: (N, D), c32: (K, D) fp32. Ties: ``argmin`` returns a row's first minimum, and a later
+    tile replaces the best only when strictly lower, so the lowest index wins.
+    """
+    xa, ca = augmented_operands(x32, c32)
+    n, k = xa.shape[0], ca.shape[0]
+    tile = torch.empty(min(rows, n), min(cols, k))
+    for r0 in range(0, n, rows):
+        xr = xa[r0 : r0 + rows]  # (r, D + 1)
+        bd, bi = best_d[r0 : r0 + rows], best_i[r0 : r0 + rows]
+        for c0 in range(0, k, cols):
+            cc = ca[c0 : c0 + cols]
+            d = torch.mm(xr, cc.T, out=tile[: xr.shape[0], : cc.shape[0]])  # (r, c)
+            if c0 == 0:  # every row improves on +inf: argmin, and its value by lookup
+                bi.copy_(d.argmin(1))
+                bd.copy_(d.gather(1, bi[:, None]).squeeze(1))
+                continue
+            dmin = d.amin(1)
+            better = dmin < bd
+            hit = better.nonzero().squeeze(1)
+            if hit.numel():
+                bi[hit] = d[hit].argmin(1) + c0
+            torch.where(better, dmin, bd, out=bd)
