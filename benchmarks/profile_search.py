@@ -47,6 +47,7 @@ from pathlib import Path
 import torch
 
 from vqlab.quantizers.nearest_torch import (
+    AUGMENT_MAX_D,
     CPU_TILE_BYTES,
     CPU_TILE_COLS,
     augmented_operands,
@@ -125,14 +126,20 @@ def search_addmm(x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
 def gemm_only(x: torch.Tensor, c: torch.Tensor) -> None:
     """The current search's GEMMs, tile by tile, into one reused tile: no row minimum."""
     n, k = x.shape[0], c.shape[0]
-    xa, ca = augmented_operands(x, c)
+    if x.shape[1] <= AUGMENT_MAX_D:
+        (xa, ca), bias = augmented_operands(x, c), None
+    else:
+        xa, ca, bias = x, -2.0 * c, (c * c).sum(1)
     rows, cols = cpu_tile_shape(n, k)
     buf = torch.empty(rows, cols)
     for r0 in range(0, n, rows):
         xr = xa[r0 : r0 + rows]
         for c0 in range(0, k, cols):
-            cc = ca[c0 : c0 + cols]
-            torch.mm(xr, cc.T, out=buf[: xr.shape[0], : cc.shape[0]])
+            cc, out = ca[c0 : c0 + cols], buf[: xr.shape[0], : min(cols, k - c0)]
+            if bias is None:
+                torch.mm(xr, cc.T, out=out)
+            else:
+                torch.addmm(bias[c0 : c0 + cols], xr, cc.T, out=out)
 
 
 def min_only(n: int, k: int) -> Callable[[], None]:

@@ -288,3 +288,24 @@ def test_augmented_operands_give_the_partial_distance():
     assert xa.shape == (2, 3) and ca.shape == (3, 3)
     # ||c||^2 - 2 x.c by hand: row 0: 9 - 6, 2 - 6, 0; row 1: 9 - 0, 2 + 2, 0
     torch.testing.assert_close(xa @ ca.T, torch.tensor([[3.0, -4.0, 0.0], [9.0, 4.0, 0.0]]))
+
+
+@pytest.mark.parametrize("d", [1, 64, 65, 130])
+def test_cpu_search_equals_naive_on_both_sides_of_the_augmented_width(d):
+    # AUGMENT_MAX_D = 64: D <= 64 scores [x, 1] @ [-2c, ||c||^2].T, D > 64 addmm with the norms;
+    # 1,100 codes make three column tiles, 2,100 rows two row tiles at D = 130
+    from vqlab.quantizers.nearest_torch import AUGMENT_MAX_D
+
+    assert AUGMENT_MAX_D == 64
+    g = torch.Generator().manual_seed(d)
+    x = torch.randn(2100, d, generator=g)
+    codebook = torch.randn(1100, d, generator=g)
+    res = nearest_code_torch(x, codebook)
+    ref_i, ref_d = naive(x, codebook)
+    # random codes in few dims tie within fp32 rounding now and then: the pick must be as near
+    # as the fp64 nearest up to that rounding, and the same code almost always
+    picked = (x.double() - codebook.double()[res.indices]).pow(2).sum(1)
+    slack = 1e-6 * (x.double().pow(2).sum(1) + codebook.double().pow(2).sum(1).max())
+    assert (picked <= ref_d + slack).all()
+    assert (res.indices == ref_i).double().mean() > 0.99
+    torch.testing.assert_close(res.distances.double(), ref_d, rtol=1e-4, atol=1e-4)

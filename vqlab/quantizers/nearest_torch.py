@@ -17,7 +17,8 @@ The CPU loop also differs in how it scores and reduces a tile (issue 23's profil
 ``benchmarks/results/search_profile_command.txt``): ``addmm`` with the code norms as a
 broadcast bias cost several times a plain GEMM of the same shape at small D, and ``min(dim=1)``
 (values and indices) about 8x ``amin``. So the CPU tile is one plain GEMM of augmented operands
-(:func:`augmented_operands`: ``[x, 1] @ [-2c, ||c||^2].T``), its row minima come from ``amin``,
+(:func:`augmented_operands`: ``[x, 1] @ [-2c, ||c||^2].T``) up to ``AUGMENT_MAX_D`` (above it
+the odd width D + 1 slowed the GEMM more than the bias did), its row minima come from ``amin``,
 and indices are looked up (``argmin``) only for the rows whose best distance the tile improved:
 all rows in the first tile (where ``argmin`` alone gives both), then ever fewer (about
 ``rows / t`` in tile ``t`` on random data).
@@ -37,6 +38,8 @@ import torch
 DEFAULT_MAX_BYTES = 64 * 2**20
 CPU_TILE_BYTES = 4 * 2**20
 CPU_TILE_COLS = 512
+# the CPU search scores D <= this with augmented operands, larger D with a bias (addmm)
+AUGMENT_MAX_D = 64
 
 
 class NearestCode(NamedTuple):
@@ -171,15 +174,23 @@ def _cpu_tiles(
     x32: (N, D), c32: (K, D) fp32. Ties: ``argmin`` returns a row's first minimum, and a later
     tile replaces the best only when strictly lower, so the lowest index wins.
     """
-    xa, ca = augmented_operands(x32, c32)
+    if x32.shape[1] <= AUGMENT_MAX_D:
+        xa, ca = augmented_operands(x32, c32)
+        bias = None
+    else:  # D + 1 columns cost more than the broadcast bias here
+        xa, ca, bias = x32, -2.0 * c32, (c32 * c32).sum(1)
     n, k = xa.shape[0], ca.shape[0]
     tile = torch.empty(min(rows, n), min(cols, k))
     for r0 in range(0, n, rows):
-        xr = xa[r0 : r0 + rows]  # (r, D + 1)
+        xr = xa[r0 : r0 + rows]  # (r, D + 1) or (r, D)
         bd, bi = best_d[r0 : r0 + rows], best_i[r0 : r0 + rows]
         for c0 in range(0, k, cols):
             cc = ca[c0 : c0 + cols]
-            d = torch.mm(xr, cc.T, out=tile[: xr.shape[0], : cc.shape[0]])  # (r, c)
+            out = tile[: xr.shape[0], : cc.shape[0]]
+            if bias is None:
+                d = torch.mm(xr, cc.T, out=out)  # (r, c)
+            else:
+                d = torch.addmm(bias[c0 : c0 + cols], xr, cc.T, out=out)
             if c0 == 0:  # every row improves on +inf: argmin, and its value by lookup
                 bi.copy_(d.argmin(1))
                 bd.copy_(d.gather(1, bi[:, None]).squeeze(1))
