@@ -27,6 +27,7 @@ FLOORS = {
     "errors": 1,
     "validation": 1,
     "memory": 1,
+    "registry": 1,
     # 2. components: know nothing of training, run folders or reports
     "config": 2,
     "data": 2,

@@ -65,6 +65,8 @@ class Block(nn.Module):
 class MaskGIT(nn.Module):
     """Bidirectional transformer prior over L token ids with K codes and C classes."""
 
+    kind = "maskgit"  # its name in vqlab.registry.PRIORS
+
     def __init__(
         self,
         codebook_size: int,
@@ -129,6 +131,14 @@ class MaskGIT(nn.Module):
             return torch.full((batch,), self.null_id, dtype=torch.long, device=device)
         labels = labels.to(device=device, dtype=torch.long)
         return torch.where(labels < 0, self.null_id, self.codebook_size + 1 + labels)
+
+    def sample(self, n: int, settings, prior, **kwargs) -> torch.Tensor:
+        """``n`` sequences (n, L) by iterative decoding with the ``sample.*`` ``settings`` and
+        ``prior.mask_schedule`` (:func:`vqlab.priors.sampling.maskgit_sample`); ``kwargs``:
+        ``labels``, ``generator``, ``progress``."""
+        from vqlab.registry import PRIORS
+
+        return PRIORS.get(self.kind).sample(self, n, settings, prior, **kwargs)
 
     def forward(self, ids: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """ids (B, L) long in [0, K] (K = MASK); labels (B,) long in [0, C) or -1 (null), or

@@ -18,8 +18,8 @@ from torch import nn
 from vqlab.config import RunConfig, load_config
 from vqlab.errors import ConfigError, MissingFileError
 from vqlab.models.checkpoint import load_checkpoint
-from vqlab.priors.maskgit import MaskGIT
 from vqlab.priors.tokens import TokenData, load_tokens
+from vqlab.registry import PRIORS
 
 
 def load_quantizer(tokens: TokenData, device: torch.device | str = "cpu") -> nn.Module:
@@ -41,16 +41,10 @@ def load_quantizer(tokens: TokenData, device: torch.device | str = "cpu") -> nn.
 def build_prior(
     config: RunConfig, tokens: TokenData, quantizer: nn.Module | None = None
 ) -> nn.Module:
-    """The prior of ``prior.*`` for the token file's K, L (scales) and classes."""
-    pc = config.prior
-    size = {"depth": pc.depth, "width": pc.width, "heads": pc.heads, "dropout": pc.dropout}
-    if pc.kind == "maskgit":
-        return MaskGIT(tokens.codebook_size, tokens.seq_len, tokens.num_classes, **size)
-    if pc.kind == "var":
-        from vqlab.priors.var import VAR
-
-        return VAR(tokens.codebook_size, tokens.scales, quantizer.dim, tokens.num_classes, **size)
-    raise ValueError(f"prior.kind={pc.kind!r} is not available")
+    """The prior of ``prior.*`` for the token file's K, L (scales) and classes, built by its
+    registered kind (:data:`vqlab.registry.PRIORS`)."""
+    entry = PRIORS.get(config.prior.kind)
+    return entry.build(config.prior, tokens, quantizer if entry.needs_quantizer else None)
 
 
 class Prior(NamedTuple):
@@ -73,7 +67,8 @@ def load_prior(run: str | Path, device: str | torch.device = "cpu") -> Prior:
     if config.task != "prior":
         raise ConfigError(f"{run} trained task={config.task}, not a prior")
     tokens = load_tokens(config.data.path)
-    quantizer = load_quantizer(tokens, device) if config.prior.kind == "var" else None
+    needs = PRIORS.get(config.prior.kind).needs_quantizer
+    quantizer = load_quantizer(tokens, device) if needs else None
     model = build_prior(config, tokens, quantizer)
     model.load_state_dict(load_file(str(weights)))
     return Prior(model.to(device).eval(), config, tokens, quantizer)

@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 
 from vqlab.priors.maskgit import MaskGIT, uniform
 from vqlab.priors.schedules import gamma, get_schedule
+from vqlab.registry import PRIORS, PriorEntry
 
 
 def model_device(model: torch.nn.Module) -> torch.device:
@@ -186,3 +187,27 @@ def maskgit_sample(
     if not out:
         return torch.empty((0, model.seq_len), dtype=torch.long, device=dev)
     return torch.cat(out)
+
+
+def _build_maskgit(prior, tokens, quantizer=None) -> MaskGIT:
+    """The MaskGIT of ``prior.*`` for a token file's K, L and classes."""
+    size = {"depth": prior.depth, "width": prior.width, "heads": prior.heads}
+    return MaskGIT(tokens.codebook_size, tokens.seq_len, tokens.num_classes, dropout=prior.dropout,
+                   **size)  # fmt: skip
+
+
+def _sample_maskgit(model, n, settings, prior, *, quantizer=None, **kwargs) -> torch.Tensor:
+    return maskgit_sample(
+        model,
+        n,
+        steps=settings.steps,
+        temperature=settings.temperature,
+        choice_temperature=settings.choice_temperature,
+        cfg=settings.cfg,
+        schedule=prior.mask_schedule,
+        batch_size=settings.batch_size,
+        **kwargs,
+    )
+
+
+PRIORS.register("maskgit", PriorEntry(build=_build_maskgit, sample=_sample_maskgit))

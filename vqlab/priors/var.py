@@ -116,6 +116,8 @@ class VAR(nn.Module):
         depth, width, heads, dropout, mlp_ratio: the transformer.
     """
 
+    kind = "var"  # its name in vqlab.registry.PRIORS
+
     def __init__(
         self,
         codebook_size: int,
@@ -225,6 +227,14 @@ class VAR(nn.Module):
             h = block(h, cond, mask, cache, i)
         shift, scale = self.head_ada(cond)[:, None].chunk(2, dim=-1)
         return self.head(self.ln_f(h) * (1.0 + scale) + shift)
+
+    def sample(self, n: int, settings, prior, **kwargs) -> torch.Tensor:
+        """``n`` sequences (n, L) scale by scale with the ``sample.*`` ``settings``
+        (:func:`vqlab.priors.var_sampling.var_sample`); ``kwargs``: ``labels``, ``generator``,
+        ``progress`` and ``quantizer``, the tokenizer's frozen multi-scale quantizer."""
+        from vqlab.registry import PRIORS
+
+        return PRIORS.get(self.kind).sample(self, n, settings, prior, **kwargs)
 
     def forward(self, x_in: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """Teacher-forced logits. x_in (B, L - p_1^2, D): ``quantizer.teacher_forcing_input(ids)``;

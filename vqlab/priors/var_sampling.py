@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 
 from vqlab.priors.sampling import check_labels, model_device, sample_codes
 from vqlab.priors.var import VAR, KVCache, check_quantizer
+from vqlab.registry import PRIORS, PriorEntry
 
 # scale k (0-based), its logits (B', p_k^2, K) -> its ids (B, p_k^2)
 Pick = Callable[[int, torch.Tensor], torch.Tensor]
@@ -213,3 +214,28 @@ def var_sample(
     if not out:
         return torch.empty((0, model.seq_len), dtype=torch.long, device=dev)
     return torch.cat(out)
+
+
+def _build_var(prior, tokens, quantizer) -> VAR:
+    """The VAR of ``prior.*`` for a token file's K, scales and classes, over the code dimension
+    of the tokenizer's ``quantizer``."""
+    size = {"depth": prior.depth, "width": prior.width, "heads": prior.heads}
+    return VAR(tokens.codebook_size, tokens.scales, quantizer.dim, tokens.num_classes,
+               dropout=prior.dropout, **size)  # fmt: skip
+
+
+def _sample_var(model, n, settings, prior, *, quantizer, **kwargs) -> torch.Tensor:
+    return var_sample(
+        model,
+        quantizer,
+        n,
+        cfg=settings.cfg,
+        top_k=settings.top_k,
+        top_p=settings.top_p,
+        temperature=settings.temperature,
+        batch_size=settings.batch_size,
+        **kwargs,
+    )
+
+
+PRIORS.register("var", PriorEntry(build=_build_var, sample=_sample_var, needs_quantizer=True))

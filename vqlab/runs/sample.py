@@ -20,7 +20,6 @@ import torch
 from vqlab.config import load_config
 from vqlab.errors import ConfigError
 from vqlab.priors.pretrained import load_prior
-from vqlab.priors.sampling import maskgit_sample
 from vqlab.priors.tokens import TokenData
 
 PNG_COUNT = 8
@@ -70,21 +69,10 @@ def sample_run(
     lab = parse_labels(labels, n, tokens.num_classes)
     gen = torch.Generator().manual_seed(sc.seed)
     given = None if lab is None else torch.as_tensor(lab, device=device)
-    common = {"labels": given, "temperature": sc.temperature, "cfg": sc.cfg, "generator": gen}
-    common.update(batch_size=sc.batch_size, progress=progress)
-    if config.prior.kind == "var":
-        from vqlab.priors.var_sampling import var_sample
-
-        ids = var_sample(model, quantizer, n, top_k=sc.top_k, top_p=sc.top_p, **common).cpu()
-    else:
-        ids = maskgit_sample(
-            model,
-            n,
-            steps=sc.steps,
-            choice_temperature=sc.choice_temperature,
-            schedule=config.prior.mask_schedule,
-            **common,
-        ).cpu()
+    extra = {"quantizer": quantizer} if quantizer is not None else {}
+    ids = model.sample(
+        n, sc, config.prior, labels=given, generator=gen, progress=progress, **extra
+    ).cpu()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     labels_arr = np.full(n, -1, np.int64) if lab is None else lab
