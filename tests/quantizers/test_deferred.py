@@ -11,6 +11,8 @@ from torch import nn
 from vqlab import DeferredQuantizer, VectorQuantizer, init_codebook_, kmeans
 from vqlab.quantizers.adapters import UnsupportedQuantizer
 from vqlab.quantizers.fsq import FSQ
+from vqlab.quantizers.multiscale import MultiScaleQuantizer
+from vqlab.quantizers.peer import PeerQuantizer
 from vqlab.quantizers.kmeans_stream import ReservoirSampler
 
 vqp = pytest.importorskip("vector_quantize_pytorch")
@@ -31,6 +33,12 @@ def _structure(out):
 CASES = [
     ("vqlab-ema-channel-first", lambda: VectorQuantizer(4, 8, channel_dim=1), (3, 4, 2, 2)),
     ("vqlab-grad-last", lambda: VectorQuantizer(4, 8, update="grad"), (3, 5, 4)),
+    (
+        "vqlab-multiscale",
+        lambda: MultiScaleQuantizer(4, 8, scales=(1, 2)),
+        (3, 4, 2, 2),
+    ),
+    ("vqlab-peer-wrapper", lambda: PeerQuantizer(4, 8), (3, 5, 4)),
     ("taming", lambda: EmbeddingVQ(8, 4), (3, 4, 2, 2)),
     ("taming-sane-index", lambda: EmbeddingVQ(8, 4, sane_index_shape=True), (3, 4, 2, 2)),
     ("peer-seq", lambda: vqp.VectorQuantize(dim=4, codebook_size=8), (3, 5, 4)),
@@ -234,3 +242,17 @@ def test_init_codebook_from_a_loader_through_an_encoder():
     deferred = DeferredQuantizer(EmbeddingVQ(8, 4), switch_at=100)
     init_codebook_(deferred, rows.T.reshape(1, 4, -1, 1), iters=3, seed=2)  # one latent tensor
     assert deferred.phase == "quantize" and deferred(torch.randn(1, 4, 2, 2))[2][2].min() >= 0
+
+
+def test_multiscale_kind_is_fitted_on_the_flattened_sample():
+    torch.manual_seed(0)
+    q = MultiScaleQuantizer(4, 8, scales=(1, 2))
+    deferred = DeferredQuantizer(q, switch_at=2, init_samples=100, kmeans_iters=3, sample_window=2)
+    for _ in range(2):
+        deferred(torch.randn(5, 4, 2, 2))
+    sample = deferred.reservoir.sample()  # (40, 4): every position of both calls
+    deferred.switch()
+    ref = MultiScaleQuantizer(4, 8, scales=(1, 2))
+    ref.init_from_data(sample, method="kmeans", iters=3, seed=0)
+    assert sample.shape == (40, 4) and torch.equal(q.codebook, ref.codebook)
+    assert deferred(torch.randn(5, 4, 2, 2)).indices.min() >= 0
