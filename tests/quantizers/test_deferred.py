@@ -11,9 +11,9 @@ from torch import nn
 from vqlab import DeferredQuantizer, VectorQuantizer, init_codebook_, kmeans
 from vqlab.quantizers.adapters import UnsupportedQuantizer
 from vqlab.quantizers.fsq import FSQ
+from vqlab.quantizers.kmeans_stream import ReservoirSampler
 from vqlab.quantizers.multiscale import MultiScaleQuantizer
 from vqlab.quantizers.peer import PeerQuantizer
-from vqlab.quantizers.kmeans_stream import ReservoirSampler
 
 vqp = pytest.importorskip("vector_quantize_pytorch")
 
