@@ -28,6 +28,8 @@ FLOORS = {
     "validation": 1,
     "memory": 1,
     "registry": 1,
+    "outdir": 1,
+    "devices": 1,
     # 2. components: know nothing of training, run folders or reports
     "config": 2,
     "data": 2,

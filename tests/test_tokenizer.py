@@ -3,6 +3,9 @@
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 from image_fixtures import TINY_TOKENIZER, image_folder
 
 from vqlab import Tokenizer, load_config, train
@@ -86,8 +89,36 @@ def test_decode_refuses_ids_of_another_grid_or_range(run):
     tok = Tokenizer.from_pretrained(run[0])
     with pytest.raises(TokenizerError, match=r"\(B, 4, 4\)"):
         tok.decode(torch.zeros(2, 3, 3, dtype=torch.long))
-    with pytest.raises(ValueError, match=r"\[0, 8\)"):
+    with pytest.raises(TokenizerError, match=r"\[0, 8\)"):
         tok.decode(torch.full((1, 4, 4), 8))
+    with pytest.raises(TokenizerError, match=r"\[0, 8\); got ids in \[-1, 0\]"):
+        tok.decode(np.array([[[-1] + [0] * 15]]).reshape(1, 4, 4))
+    for empty in (np.zeros((0, 16), np.int64), torch.zeros(0, 4, 4, dtype=torch.long)):
+        with pytest.raises(TokenizerError, match="empty batch"):
+            tok.decode(empty)
+
+
+@settings(max_examples=25)
+@given(
+    ids=hnp.arrays(
+        np.int64,
+        st.sampled_from([(0, 16), (2, 16), (1, 4, 4), (3, 4, 4), (2, 3, 3), (16,), (2, 17)]),
+        elements=st.integers(-(2**40), 2**40) | st.integers(-2, 9),
+    )
+)
+def test_decode_answers_any_ids_or_raises_tokenizer_error(run, ids):
+    """Any integer array: decoded (ids in [0, K) of the grid, B >= 1) or a TokenizerError;
+    never another exception."""
+    tok = Tokenizer.from_pretrained(run[0])
+    fits = ids.size > 0 and ids.min() >= 0 and ids.max() < 8 and ids.shape[-2:] in ((4, 4),)
+    fits = fits or (
+        ids.ndim == 2 and ids.shape[1] == 16 and ids.size > 0 and 0 <= ids.min() and ids.max() < 8
+    )
+    if fits:
+        assert tok.decode(ids).shape == (len(ids), 3, 16, 16)
+    else:
+        with pytest.raises(TokenizerError):
+            tok.decode(ids)
 
 
 def test_tokenize_writes_the_token_file_of_the_contract(run, tmp_path, capsys):

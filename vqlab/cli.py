@@ -1,7 +1,9 @@
 """The ``vqlab`` command line: thin commands that build a config and call one library function.
 
 Bad input (unknown key, bad value, missing data, a non-empty --out) ends with one line on stderr
-and exit code 2, never a traceback.
+and exit code 2, never a traceback, and comes before torch, matplotlib or the experiments are
+imported (keep this module's imports light; tests/test_cli_startup.py). Every --out follows
+:mod:`vqlab.outdir`: an existing non-empty folder or file only with --overwrite.
 """
 
 from __future__ import annotations
@@ -17,9 +19,9 @@ from typing import Annotated
 
 import typer
 
-from vqlab.config import load_config
+from vqlab.config import load_config  # torch-free: reading and checking a config loads no torch
 from vqlab.errors import UserError
-from vqlab.experiments.replications import EXPERIMENTS
+from vqlab.outdir import check_out
 
 app = typer.Typer(
     add_completion=False,
@@ -29,9 +31,20 @@ app = typer.Typer(
     help="Train vector-quantized tokenizers that do not collapse, and show whether they did.",
 )
 
+# vqlab.experiments.replications.EXPERIMENTS's names, spelled here so that `vqlab --help` and a
+# bad name need not import every experiment (tests/test_cli_startup.py keeps them equal)
+EXPERIMENT_NAMES = "synthetic cifar10 capacity init recipes tokenizer generation var beat-peer"
+EXPERIMENT_NAMES = tuple(EXPERIMENT_NAMES.split())
+
 
 class UsageError(UserError, ValueError):
     """A bad command-line argument (exit code 2)."""
+
+
+def _exists(path: Path | None, what: str) -> None:
+    """A path the command reads must be there (checked before the heavy imports)."""
+    if path is not None and not path.exists():
+        raise UsageError(f"{what} {path}: no such file or folder")
 
 
 def _command() -> str:
@@ -44,6 +57,9 @@ SetOpt = Annotated[
     typer.Option("--set", help="KEY=VALUE config override; repeat once per key."),
 ]
 QuietOpt = Annotated[bool, typer.Option("--quiet", help="No progress bars.")]
+OverwriteOpt = Annotated[
+    bool, typer.Option("--overwrite", help="Replace an existing non-empty --out (folder or file).")
+]
 JobsOpt = Annotated[
     int, typer.Option("--jobs", help="Runs at once, each in its own process; 0 = one per CPU core.")
 ]
@@ -77,9 +93,6 @@ def train(
     ] = 1,
 ) -> None:
     """Train one run; writes config.yaml, metrics.jsonl, summary.json, checkpoint/ under --out."""
-    from vqlab.training.engine import resume as resume_run
-    from vqlab.training.engine import train as train_run
-
     if resume is not None and (config or set_ or out or overwrite):
         raise UsageError(
             "--resume continues a run with the config saved in its folder; "
@@ -93,9 +106,15 @@ def train(
         raise typer.Exit(_launch(nproc, out, config, set_ or [], overwrite, quiet, resume))
     command = os.environ.get("VQLAB_COMMAND") or _command()  # the launcher's, under --nproc
     if resume is not None:
+        _exists(resume, "--resume")
+        from vqlab.training.engine import resume as resume_run
+
         summary = resume_run(resume, progress=not quiet, command=command)
     else:
         cfg = load_config(config, set_ or [])
+        check_out(out, overwrite=overwrite)
+        from vqlab.training.engine import train as train_run
+
         summary = train_run(cfg, out, overwrite=overwrite, progress=not quiet, command=command)
     if int(os.environ.get("RANK", "0")) == 0:  # one line for the whole run under torchrun
         keys = ("strategy", "codebook_size", "perplexity", "usage", "recon_mse", "seconds")
@@ -166,7 +185,7 @@ def sweep(
 
 @app.command()
 def replicate(
-    name: Annotated[str, typer.Argument(help=f"Experiment: {', '.join(EXPERIMENTS)}.")],
+    name: Annotated[str, typer.Argument(help=f"Experiment: {', '.join(EXPERIMENT_NAMES)}.")],
     out: OutOpt,
     data: Annotated[Path | None, typer.Option(help="Dataset path (image experiments).")] = None,
     preset: Annotated[
@@ -184,9 +203,11 @@ def replicate(
     ] = False,
 ) -> None:
     """Reproduce a paper experiment into --out (report.md, results.csv, plots/)."""
+    if name not in EXPERIMENT_NAMES:  # before the experiments' imports
+        raise UsageError(f"unknown experiment {name!r}; choose one of {list(EXPERIMENT_NAMES)}")
     from vqlab.experiments.replications import replicate as run_replication
 
-    # the experiment, its preset, --report-only and --data are checked by the driver
+    # its preset, --report-only and --data are checked by the driver
     run_replication(
         name,
         out,
@@ -214,26 +235,28 @@ def diagnose(
     ids: Annotated[Path | None, typer.Option(help="Token ids: a token file or int array.")] = None,
     latents: Annotated[Path | None, typer.Option(help="Encoder outputs (N, ..., D).")] = None,
     labels: Annotated[Path | None, typer.Option(help="Class labels (N,).")] = None,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Diagnostics of a trained model (a run folder) or of any codebook (--codebook):
     diagnostics.json, plots and report.md."""
     if (run is None) == (codebook is None):
         raise UsageError("give a run folder or --codebook FILE[:KEY] (one of them)")
+    _exists(run, "RUN"), _exists(data, "--data")
+    check_out(out, overwrite=overwrite)
     if codebook is not None:
         if data is not None:
             raise UsageError("--data goes with a run folder; with --codebook give --latents")
         from vqlab.runs.diagnose_codebook import diagnose_codebook
 
-        metrics = diagnose_codebook(
-            codebook, out, ids=ids, latents=latents, labels=labels, command=_command()
-        )
+        kw = {"ids": ids, "latents": latents, "labels": labels, "overwrite": overwrite}
+        metrics = diagnose_codebook(codebook, out, command=_command(), **kw)
         typer.echo(json.dumps(metrics))
         return
     if ids is not None or latents is not None or labels is not None:
         raise UsageError("--ids, --latents and --labels go with --codebook")
     from vqlab.runs.diagnose import diagnose_run
 
-    metrics = diagnose_run(run, out, data_path=data, command=_command())
+    metrics = diagnose_run(run, out, data_path=data, command=_command(), overwrite=overwrite)
     typer.echo(json.dumps(metrics))
 
 
@@ -245,16 +268,24 @@ def tokenize(
     data_name: Annotated[
         str | None, typer.Option(help="Dataset kind; default: the tokenizer's data.name.")
     ] = None,
+    overwrite: OverwriteOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Encode a dataset's train and test splits to token ids (train_ids, test_ids, ... in .npz)."""
+    from vqlab.data.detect import NAMES
+
+    _exists(run, "RUN"), _exists(data, "--data")
+    if data_name is not None and data_name not in NAMES:
+        raise UsageError(f"--data-name {data_name!r}: choose one of {list(NAMES)}")
+    check_out(out, overwrite=overwrite, file=True)
     from vqlab.runs.tokenize import tokenize_dataset
     from vqlab.tokenizer import Tokenizer
 
     tok = Tokenizer.from_pretrained(run)
-    typer.echo(
-        json.dumps(tokenize_dataset(tok, data, out, data_name=data_name, progress=not quiet))
+    info = tokenize_dataset(
+        tok, data, out, data_name=data_name, progress=not quiet, overwrite=overwrite
     )
+    typer.echo(json.dumps(info))
 
 
 @app.command()
@@ -266,15 +297,22 @@ def sample(
         str, typer.Option(help="uniform (classes in turn), none, or a class number.")
     ] = "uniform",
     set_: SetOpt = None,
-    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    device: Annotated[str, typer.Option(help="cpu, cuda or cuda:N.")] = "cpu",
+    overwrite: OverwriteOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Sample token ids from a prior (samples.npz); with its tokenizer also images.npz, grid.png."""
+    from vqlab.devices import check_device_name
+
+    if n < 1:
+        raise UsageError(f"--n must be >= 1; got {n}")
+    _exists(run, "RUN")
+    check_device_name(device)
+    check_out(out, overwrite=overwrite)
     from vqlab.runs.sample import sample_run
 
-    info = sample_run(
-        run, n, out, labels=labels, overrides=set_ or [], device=device, progress=not quiet
-    )
+    kw = {"labels": labels, "overrides": set_ or [], "device": device, "overwrite": overwrite}
+    info = sample_run(run, n, out, progress=not quiet, **kw)
     typer.echo(json.dumps({k: info[k] for k in ("n", "steps", "cfg", "files")}))
 
 
@@ -288,16 +326,19 @@ def evaluate(
     lpips: Annotated[
         bool, typer.Option(help="Also real LPIPS (needs lpips and its weights).")
     ] = False,
+    overwrite: OverwriteOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """A tokenizer's r-FD/r-KD (featnet), PSNR, SSIM, MSE and collapse verdict: eval.json."""
-    from vqlab.runs.evaluate import evaluate_tokenizer
-
     if limit < 0:
         raise UsageError(f"--limit must be >= 0; got {limit}")
-    metrics = evaluate_tokenizer(
-        run, data, featnet, out, limit=limit, lpips=lpips, command=_command(), progress=not quiet
-    )
+    for path, what in ((run, "RUN"), (data, "--data"), (featnet, "--featnet")):
+        _exists(path, what)
+    check_out(out, overwrite=overwrite)
+    from vqlab.runs.evaluate import evaluate_tokenizer
+
+    kw = {"limit": limit, "lpips": lpips, "command": _command(), "overwrite": overwrite}
+    metrics = evaluate_tokenizer(run, data, featnet, out, progress=not quiet, **kw)
     typer.echo("\n".join(metrics["verdict"][:2]))
     typer.echo(f"eval.json: {out / 'eval.json'}")
 
@@ -313,8 +354,9 @@ def featnet_train(
     data: Annotated[Path, typer.Option(help="Labelled images (class sub-folders).")],
     out: OutOpt,
     data_name: Annotated[
-        str, typer.Option(help="data.name: cifar10, image_folder or idx.")
-    ] = "cifar10",
+        str | None,
+        typer.Option(help="data.name: cifar10, image_folder or idx; default: read from --data."),
+    ] = None,
     arch: Annotated[str, typer.Option(help="resnet (scores runs) or vgg (perceptual loss).")] = (
         "resnet"
     ),
@@ -324,14 +366,24 @@ def featnet_train(
     steps: Annotated[
         int | None, typer.Option(help="Training steps; default: the arch's CIFAR-10 budget.")
     ] = None,
+    overwrite: OverwriteOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Train a feature net on --data; writes featnet.safetensors and featnet.json under --out."""
+    from vqlab.data.detect import NAMES, detect_data_name
+
+    _exists(data, "--data")
+    if data_name is None:
+        data_name = detect_data_name(data)
+        if data_name is None:
+            raise UsageError(f"--data {data}: cannot tell its kind; give --data-name {NAMES}")
+    elif data_name not in NAMES:
+        raise UsageError(f"--data-name {data_name!r}: choose one of {list(NAMES)}")
+    check_out(out, overwrite=overwrite)
     from vqlab.evaluation.featnet import train_featnet
 
-    info = train_featnet(
-        data_name, data, out, arch=arch, seed=seed, steps=steps, progress=not quiet
-    )
+    kw = {"arch": arch, "seed": seed, "steps": steps, "overwrite": overwrite}
+    info = train_featnet(data_name, data, out, progress=not quiet, **kw)
     keys = ("test_accuracy", "steps", "seconds", "sha256")
     typer.echo(json.dumps({k: info[k] for k in keys}))
 
@@ -349,6 +401,11 @@ def fd(
     quiet: QuietOpt = False,
 ) -> None:
     """FD and KD of FAKE against REAL in a feature net's space; prints one JSON line."""
+    if batch_size < 1:
+        raise UsageError(f"--batch-size must be >= 1; got {batch_size}")
+    paths = ((real, "REAL"), (fake, "FAKE"), (featnet, "--featnet"), (inception, "--inception"))
+    for path, what in paths:
+        _exists(path, what)
     from vqlab.evaluation.frechet import fd_kd_paths
 
     result = fd_kd_paths(
@@ -378,9 +435,8 @@ def main(argv: list[str] | None = None) -> int:
         if type(err).__name__ == "Abort":
             typer.echo("vqlab: aborted", err=True)
             return 130
-        from vqlab.training.guard import NonFiniteError
-
-        if isinstance(err, NonFiniteError):  # the run went bad, not the input: exit code 1
+        guard = sys.modules.get("vqlab.training.guard")  # loaded if it raised
+        if guard and isinstance(err, guard.NonFiniteError):  # the run went bad: exit code 1
             typer.echo("vqlab: error: " + " ".join(str(err).split()), err=True)
             return 1
         raise
@@ -395,10 +451,10 @@ def _error(message: str) -> int:
 
 def run() -> None:
     """The console script. A torchrun worker ends through ``distributed.leave`` (see there)."""
-    from vqlab.training.distributed import leave, under_torchrun
-
-    if not under_torchrun():
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:  # distributed.under_torchrun, without torch
         sys.exit(main())
+    from vqlab.training.distributed import leave
+
     try:
         code = main()
     except SystemExit as stop:

@@ -19,3 +19,7 @@ class ConfigError(UserError, ValueError):
 
 class MissingFileError(UserError, FileNotFoundError):
     """A file or folder the user named is not there, or is not what it should be."""
+
+
+class OutputError(UserError, ValueError):
+    """An ``--out`` that cannot be written without destroying what is there (exit code 2)."""

@@ -17,6 +17,9 @@ tokenizer came with (a run folder's ``summary.json``, or an earlier ``save_pretr
 The training scale of images is [-1, 1] (``x / 127.5 - 1`` of the uint8 pixels, as
 :func:`vqlab.data.images.to_tensor` maps them). ``decode(encode(x))`` equals the model's own
 reconstruction in eval mode bit for bit: the quantizer's output is exactly the looked-up code.
+So ``decode`` returns the decoder's output unclipped, on the training scale but able to leave
+[-1, 1] a little (e.g. [-0.87, 1.12]), as taming-transformers' and diffusers' VQ decoders do;
+clipping would change the reconstruction metrics. :meth:`to_uint8` clips to pictures.
 """
 
 from __future__ import annotations
@@ -191,10 +194,25 @@ class Tokenizer:
 
     @torch.no_grad()
     def decode(self, ids: torch.Tensor | np.ndarray) -> torch.Tensor:
-        """Token ids (B, h, w), or (B, h*w) in row-major order -> float (B, C, H, W)."""
+        """Token ids (B, h, w), or (B, h*w) in row-major order -> float (B, C, H, W).
+
+        The output is the decoder's, not clipped: on the training scale [-1, 1] but able to
+        overshoot it a little (see the module docstring); :meth:`to_uint8` clips. Raises
+        :class:`TokenizerError` for ids that are not integers, not in [0, K), not of this
+        tokenizer's grid, or an empty batch.
+        """
         ids = torch.as_tensor(np.asarray(ids) if isinstance(ids, np.ndarray) else ids)
         if ids.is_floating_point() or ids.dtype == torch.bool:
             raise TokenizerError(f"token ids must be integers; got {ids.dtype}")
+        if ids.numel() == 0:
+            raise TokenizerError(
+                f"no token ids to decode (an empty batch, shape {tuple(ids.shape)})"
+            )
+        lo, hi = int(ids.min()), int(ids.max())
+        if lo < 0 or hi >= self.codebook_size:
+            raise TokenizerError(
+                f"token ids must lie in [0, {self.codebook_size}); got ids in [{lo}, {hi}]"
+            )
         h, w = self.grid
         if self.multiscale:
             if ids.ndim != 2 or ids.shape[1] != self.seq_len:
@@ -211,8 +229,7 @@ class Tokenizer:
             self.model.decode(self.model.quantizer.lookup(ids[i : i + BATCH]))
             for i in range(0, ids.shape[0], BATCH)
         ]
-        c, hh, ww = self.input_shape
-        return torch.cat(out) if out else torch.zeros(0, c, hh, ww, device=self.device)
+        return torch.cat(out)
 
     @staticmethod
     def to_uint8(x: torch.Tensor) -> np.ndarray:

@@ -80,3 +80,32 @@ def test_dotted_keys_in_yaml_and_roundtrip(tmp_path):
     save_config(cfg, tmp_path / "saved.yaml")
     assert load_config(tmp_path / "saved.yaml") == cfg
     assert set(cfg.flat()) == set(valid_keys())
+
+
+def test_the_configs_quantizer_vocabulary_is_the_layers():
+    """config spells the quantizers' choices itself (reading a config loads no torch); they must
+    stay the tuples the layers accept."""
+    from vqlab.config import generation, schema
+    from vqlab.priors.schedules import SCHEDULES
+    from vqlab.quantizers import multiscale, rotation, vq
+    from vqlab.quantizers.interface import QUANTIZERS
+
+    assert schema.QUANTIZER_KINDS == tuple(QUANTIZERS)
+    assert schema.INIT_WAYS == multiscale.INIT_WAYS
+    assert schema.ESTIMATORS == tuple(rotation.ESTIMATORS)
+    assert schema.UPDATES == vq.UPDATES and schema.SEARCHES == vq.SEARCHES
+    assert schema.INITS == vq.INIT_METHODS
+    assert generation.MASK_SCHEDULES == tuple(SCHEDULES)
+
+
+def test_reading_and_checking_a_config_loads_no_torch():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\nfrom vqlab.config import load_config\n"
+        "load_config(None, ['vq.codebook_size=8', 'task=prior', 'data.name=tokens',"
+        " 'data.path=x.npz', 'prior.mask_schedule=arccos'])\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

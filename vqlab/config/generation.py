@@ -63,6 +63,11 @@ class LossConfig:
             )
 
 
+# priors.schedules.SCHEDULES, spelled here so that checking a config does not load torch
+# (tests/test_config.py keeps the two equal)
+MASK_SCHEDULES = ("cosine", "arccos", "linear")
+
+
 @dataclass(frozen=True)
 class PriorConfig:
     """A generative prior over token ids (``task=prior``, ``data.name=tokens``).
@@ -90,10 +95,8 @@ class PriorConfig:
     eval_mask_ratio: float = 0.5
 
     def __post_init__(self) -> None:
-        from vqlab.priors.schedules import SCHEDULES
-
         check_choice("prior", "kind", self.kind, PRIOR_KINDS)
-        check_choice("prior", "mask_schedule", self.mask_schedule, tuple(SCHEDULES))
+        check_choice("prior", "mask_schedule", self.mask_schedule, MASK_SCHEDULES)
         for name in ("depth", "width", "heads"):
             check_positive("prior", name, getattr(self, name))
         if self.width % self.heads:

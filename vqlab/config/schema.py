@@ -16,11 +16,17 @@ from typing import Any
 from vqlab.config.checks import check_choice, check_positive
 from vqlab.config.generation import LossConfig, PriorConfig, SampleConfig, resolve_sampler
 from vqlab.errors import ConfigError
-from vqlab.quantizers.interface import QUANTIZERS
-from vqlab.quantizers.multiscale import INIT_WAYS, LOSS_ON
-from vqlab.quantizers.rotation import ESTIMATORS
-from vqlab.quantizers.vq import INIT_METHODS as INITS
-from vqlab.quantizers.vq import SEARCHES, UPDATES, simvq_conflict
+
+# The quantizers' vocabulary, spelled here so that reading and checking a config does not load
+# torch (the CLI answers a bad --set before the heavy imports; issue 25).
+# tests/test_config.py checks each against the tuple the quantizer layer itself accepts.
+QUANTIZER_KINDS = ("single", "multiscale", "fsq", "lfq")  # quantizers.interface.QUANTIZERS
+INIT_WAYS = ("finest", "pyramid", "coarse_then_all")  # quantizers.multiscale.INIT_WAYS
+LOSS_ON = ("every_scale", "final")  # quantizers.multiscale.LOSS_ON
+ESTIMATORS = ("ste", "rotation")  # quantizers.rotation.ESTIMATORS
+UPDATES = ("ema", "grad")  # quantizers.vq.UPDATES
+SEARCHES = ("exact", "fast")  # quantizers.vq.SEARCHES
+INITS = ("kmeans", "kmeans++", "random_normal", "random_uniform", "sample", "gmm", "none")
 
 DATA_NAMES = ("gaussian_mixture", "cifar10", "image_folder", "idx", "tokens")
 MODEL_KINDS = ("mlp", "conv")
@@ -237,9 +243,7 @@ class VQConfig:
         scale's running reconstruction, averaged (``every_scale``, VAR's released code) or on
         the final one only (``final``; the averaged pull towards blurred partial
         reconstructions shrinks the latents, results/var-findings-cpu)."""
-        from vqlab.quantizers.fsq import fsq_levels_for
-
-        check_choice("vq", "kind", self.kind, tuple(QUANTIZERS))
+        check_choice("vq", "kind", self.kind, QUANTIZER_KINDS)
         check_choice("vq", "loss_on", self.loss_on, LOSS_ON)
         if self.kind != "multiscale" and self.loss_on != "every_scale":
             raise ConfigError(
@@ -272,6 +276,8 @@ class VQConfig:
             self.scale_list()
             check_choice("vq", "ms_init", self.ms_init, INIT_WAYS)
         elif self.kind == "fsq":
+            from vqlab.quantizers.fsq import fsq_levels_for
+
             try:
                 levels = (
                     parse_int_list(self.levels, "vq.levels")
@@ -307,6 +313,8 @@ class VQConfig:
     def _check_simvq(self) -> None:
         if not self.simvq:
             return
+        from vqlab.quantizers.vq import simvq_conflict  # the one statement of SimVQ's rules
+
         conflict = simvq_conflict(self.update, self.dead_code_threshold, prefix="vq.")
         if conflict is None:
             return

@@ -214,12 +214,19 @@ def augment(x: torch.Tensor, gen: torch.Generator, pad: int = 4) -> torch.Tensor
 
 
 @torch.no_grad()
-def accuracy(net: nn.Module, x: torch.Tensor, labels: torch.Tensor, batch_size: int = 500) -> float:
-    """Top-1 accuracy of ``net`` (in eval mode) on x (N, C, H, W) with labels (N,) int64."""
+def accuracy(
+    net: nn.Module,
+    x: torch.Tensor,
+    labels: torch.Tensor,
+    batch_size: int = 500,
+    desc: str | None = None,
+) -> float:
+    """Top-1 accuracy of ``net`` (in eval mode) on x (N, C, H, W) with labels (N,) int64;
+    ``desc``: show a progress bar of that name (a CIFAR-10 pass takes minutes on a CPU)."""
     was_training = net.training
     net.eval()
     correct = 0
-    for i in range(0, x.shape[0], batch_size):
+    for i in tqdm(range(0, x.shape[0], batch_size), desc=desc, disable=desc is None, leave=False):
         correct += int((net(x[i : i + batch_size]).argmax(1) == labels[i : i + batch_size]).sum())
     net.train(was_training)
     return correct / max(1, x.shape[0])
@@ -262,6 +269,7 @@ def train_featnet(
     lr: float = 3e-3,
     weight_decay: float = 5e-2,
     progress: bool = True,
+    overwrite: bool = False,
 ) -> dict:
     """Train a feature net on the labelled images of ``data_name`` at ``data_path``.
 
@@ -269,8 +277,12 @@ def train_featnet(
     augmentation. ``steps`` None: :data:`DEFAULT_STEPS` of ``arch``. Writes
     ``out_dir/featnet.safetensors`` and ``out_dir/featnet.json`` and returns the json's dict
     (architecture, data, image shape, steps, test accuracy, seconds, sha256, torch version).
-    Raises DataError for data without labels.
+    Raises DataError for data without labels; a non-empty ``out_dir`` is refused unless
+    ``overwrite`` (before any work) and replaced only once the new net is trained.
     """
+    from vqlab.outdir import check_out, clear_out
+
+    check_out(out_dir, overwrite=overwrite)
     if arch not in ARCHS:
         raise FeatNetError(f"unknown feature net arch {arch!r}; choose one of {ARCHS}")
     steps = DEFAULT_STEPS[arch] if steps is None else steps
@@ -318,6 +330,10 @@ def train_featnet(
         "augment": "crop(pad=4)+hflip",
     }
     k = min(n, int(data.test_x.shape[0]))
+
+    def bar_name(split: str) -> str | None:
+        return f"featnet {split} accuracy" if progress else None
+
     info = {
         "config": cfg.to_dict(),
         "train": hparams,
@@ -327,10 +343,13 @@ def train_featnet(
         "steps": steps,
         "n_train": n,
         "n_test": int(data.test_x.shape[0]),
-        "test_accuracy": accuracy(net, data.test_x, data.test_labels),
+        "test_accuracy": accuracy(net, data.test_x, data.test_labels, desc=bar_name("test")),
         # on as many (unaugmented) training images as there are test images
-        "train_accuracy": accuracy(net, data.train_x[:k], data.train_labels[:k]),
+        "train_accuracy": accuracy(
+            net, data.train_x[:k], data.train_labels[:k], desc=bar_name("train")
+        ),
     }
+    clear_out(out_dir, overwrite=overwrite)
     return save_featnet(net, out_dir, {**info, "seconds": round(time.perf_counter() - t0, 1)})
 
 

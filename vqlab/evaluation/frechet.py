@@ -144,6 +144,14 @@ def fd_kd(
     ``net.info``, None for an unsaved net). Raises DataError when the sets differ in image size.
     """
     check_same_shape(real_images, fake_images)
+    for name, images in (("REAL", real_images), ("FAKE", fake_images)):
+        if len(images) < 2:  # a covariance needs two samples
+            raise DataError(f"{name} holds {len(images)} image(s); FD and KD need at least 2 each")
+    width = getattr(net, "num_features", None)
+    if isinstance(width, int):
+        from vqlab.memory import check_feature_memory
+
+        check_feature_memory(len(real_images), len(fake_images), width)
     kw = {"batch_size": batch_size, "device": device, "progress": progress}
     real = extract_features(net, real_images, **kw)
     fake = extract_features(net, fake_images, **kw)

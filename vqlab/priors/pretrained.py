@@ -9,15 +9,18 @@ token file names (VAR builds its inputs with it); :func:`load_prior` reads a pri
 from __future__ import annotations
 
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
+import numpy as np
 import torch
 from safetensors.torch import load_file
 from torch import nn
 
 from vqlab.config import RunConfig, load_config
 from vqlab.errors import ConfigError, MissingFileError
+from vqlab.memory import check_prior_memory
 from vqlab.models.checkpoint import load_checkpoint
+from vqlab.priors.facts import checked_tokenizer, read_facts
 from vqlab.priors.tokens import TokenData, load_tokens
 from vqlab.registry import PRIORS
 
@@ -57,8 +60,28 @@ class Prior(NamedTuple):
     quantizer: torch.nn.Module | None
 
 
+def tokens_of_facts(facts: dict[str, Any]) -> TokenData:
+    """A :class:`TokenData` without rows that carries a run's recorded token facts (K, scales,
+    classes, and its tokenizer if still there and unchanged: see :mod:`vqlab.priors.facts`)."""
+    scales = tuple(int(s) for s in facts["scales"])
+    empty = np.zeros((0, sum(s * s for s in scales)), np.int32)
+    tokenizer = checked_tokenizer(facts)
+    return TokenData(
+        train_ids=empty,
+        test_ids=empty,
+        train_labels=np.zeros(0, np.int64),
+        test_labels=np.zeros(0, np.int64),
+        codebook_size=int(facts["codebook_size"]),
+        scales=scales,
+        tokenizer="" if tokenizer is None else str(tokenizer),
+        num_classes=int(facts["num_classes"]),
+    )
+
+
 def load_prior(run: str | Path, device: str | torch.device = "cpu") -> Prior:
-    """A prior run folder -> :class:`Prior`."""
+    """A prior run folder -> :class:`Prior`, from the token facts recorded in the run
+    (``tokens.json``), so from any working directory; a run trained before those were recorded
+    reads its token file (``data.path``) instead."""
     run = Path(run)
     weights = run / "checkpoint" / "model.safetensors"
     if not (run / "config.yaml").is_file() or not weights.is_file():
@@ -66,9 +89,21 @@ def load_prior(run: str | Path, device: str | torch.device = "cpu") -> Prior:
     config = load_config(run / "config.yaml")
     if config.task != "prior":
         raise ConfigError(f"{run} trained task={config.task}, not a prior")
-    tokens = load_tokens(config.data.path)
+    facts = read_facts(run)
+    tokens = load_tokens(config.data.path) if facts is None else tokens_of_facts(facts)
+    pc, t = config.prior, tokens
+    check_prior_memory(
+        t.codebook_size, t.seq_len, t.num_classes, pc.width, pc.depth, device, training=False
+    )
     needs = PRIORS.get(config.prior.kind).needs_quantizer
     quantizer = load_quantizer(tokens, device) if needs else None
     model = build_prior(config, tokens, quantizer)
-    model.load_state_dict(load_file(str(weights)))
+    try:
+        model.load_state_dict(load_file(str(weights)))
+    except Exception as err:  # safetensors' own errors, or weights of another shape
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise ConfigError(
+            f"{weights} does not fit the prior its config and token facts describe (the token "
+            f"file changed since training?): {first[:200]}"
+        ) from None
     return Prior(model.to(device).eval(), config, tokens, quantizer)

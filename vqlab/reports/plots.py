@@ -36,6 +36,16 @@ def pca_2d(fit: np.ndarray, *others: np.ndarray) -> list[np.ndarray]:
     return [(a - mean) @ vt[:2].T for a in (fit, *others)]
 
 
+def position_labels(labels: np.ndarray | None, rows: int) -> np.ndarray | None:
+    """Labels (N,) of N samples, repeated for ``rows`` = N * P embeddings (P positions per
+    image, row-major per image as ``evaluate`` stores them); unchanged when P = 1."""
+    if labels is None or len(labels) == rows:
+        return labels
+    if len(labels) == 0 or rows % len(labels):
+        return None  # they cannot be aligned: plotted without colours
+    return np.repeat(labels, rows // len(labels))
+
+
 def plot_tokens(samples: dict[str, str | Path], out: str | Path, title: str = "") -> Path:
     """One row per label (strategy): data with reconstructions, and embeddings with tokens.
 
@@ -56,7 +66,11 @@ def plot_tokens(samples: dict[str, str | Path], out: str | Path, title: str = ""
         if "indices" in s:
             used[np.unique(s["indices"])] = True
         z2, c2 = pca_2d(s["z_e"], s["codebook"])
-        ax.scatter(z2[:, 0], z2[:, 1], c=colors, cmap="tab10", s=4, alpha=0.35, label="embeddings")
+        # an image has many embeddings (one per position) but one label
+        per_position = position_labels(colors, len(z2))
+        ax.scatter(
+            z2[:, 0], z2[:, 1], c=per_position, cmap="tab10", s=4, alpha=0.35, label="embeddings"
+        )
         ax.scatter(
             c2[~used, 0],
             c2[~used, 1],

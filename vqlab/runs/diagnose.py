@@ -12,6 +12,7 @@ import numpy as np
 
 from vqlab.data.dataset import load_dataset
 from vqlab.diagnostics.verdict import collapse_verdict, data_reference
+from vqlab.outdir import check_out
 from vqlab.reports.markdown import markdown_table, provenance
 from vqlab.reports.plots import plot_tokens
 from vqlab.training.checkpoint import load_checkpoint
@@ -21,13 +22,19 @@ from vqlab.training.logging import prepare_out_dir, write_json
 
 
 def diagnose_run(
-    run: str | Path, out: str | Path, *, data_path: str | Path | None = None, command: str = ""
+    run: str | Path,
+    out: str | Path,
+    *,
+    data_path: str | Path | None = None,
+    command: str = "",
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Evaluate a run folder's checkpoint on its test data (or ``data_path``) into ``out``.
 
     Writes ``diagnostics.json``, ``eval_samples.npz``, ``plots/tokens.png`` and ``report.md``.
     """
     t0 = time.perf_counter()
+    check_out(out, overwrite=overwrite)  # a non-empty out only with overwrite, before any work
     model, config, _ = load_checkpoint(run)
     if data_path is not None:
         config = dataclasses.replace(
@@ -45,7 +52,7 @@ def diagnose_run(
     )
     metrics.update(reference)
     metrics.update({k: v for k, v in verdict.items() if k != "verdict"})
-    out = prepare_out_dir(out)
+    out = prepare_out_dir(out, overwrite=overwrite)
     write_json(out / "diagnostics.json", metrics)
     np.savez_compressed(out / SAMPLES_FILE, **samples)
     plot_tokens({config.train.strategy: out / SAMPLES_FILE}, out / "plots" / "tokens.png", f"{run}")

@@ -23,12 +23,28 @@ import torch
 
 from vqlab.data.dataset import load_dataset
 from vqlab.diagnostics.verdict import collapse_verdict, data_reference
+from vqlab.evaluation.errors import FeatNetError
 from vqlab.evaluation.featnet import load_featnet
 from vqlab.evaluation.frechet import fd_kd
 from vqlab.evaluation.image_metrics import psnr, ssim
+from vqlab.outdir import check_out
 from vqlab.tokenizer import BATCH, Tokenizer
 from vqlab.training.evaluate import evaluate
 from vqlab.training.logging import prepare_out_dir, write_json
+
+
+def check_featnet_fits(net: torch.nn.Module, input_shape: tuple[int, ...]) -> None:
+    """A feature net scores images of the size and channels it was trained on: its features of
+    other images are not comparable (it pools adaptively, so nothing else would say so)."""
+    shape = getattr(net, "info", {}).get("image_shape")  # [C, H, W] of its training images
+    if shape is None:
+        return
+    if list(shape) != list(input_shape):
+        (c, h, w), (tc, th, tw) = shape, input_shape
+        raise FeatNetError(
+            f"the feature net was trained on {w}x{h} images with {c} channels; this tokenizer's "
+            f"are {tw}x{th} with {tc}: train a feature net on this data"
+        )
 
 
 def reconstruct(tok: Tokenizer, x: torch.Tensor) -> torch.Tensor:
@@ -48,13 +64,18 @@ def evaluate_tokenizer(
     lpips: bool = False,
     command: str = "",
     progress: bool = False,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Score the tokenizer of ``run`` on the test split at ``data_path`` (the first ``limit``
     images of a fixed random subset when ``limit > 0``); writes ``out/eval.json`` and
-    ``out/report.md`` when ``out`` is given. Returns the metrics."""
+    ``out/report.md`` when ``out`` is given (a non-empty ``out`` only with ``overwrite``).
+    Returns the metrics."""
     t0 = time.perf_counter()
+    if out is not None:
+        check_out(out, overwrite=overwrite)
     tok = Tokenizer.from_pretrained(run)
     net = load_featnet(featnet)
+    check_featnet_fits(net, tok.input_shape)
     dc = dataclasses.replace(tok.config.data, path=str(data_path), test_limit=limit)
     data = load_dataset(dc, tok.config.seed)
     real = tok.to_uint8(data.test_x)
@@ -88,7 +109,7 @@ def evaluate_tokenizer(
     metrics.update(collapse_verdict(metrics, dim=tok.config.model.latent_dim, reference=reference))
     metrics["seconds"] = round(time.perf_counter() - t0, 3)
     if out is not None:
-        out = prepare_out_dir(out, overwrite=True)
+        out = prepare_out_dir(out, overwrite=overwrite)
         write_json(out / "eval.json", metrics)
         (out / "report.md").write_text(eval_report(run, metrics, command))
     return metrics

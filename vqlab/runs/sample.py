@@ -18,7 +18,10 @@ import numpy as np
 import torch
 
 from vqlab.config import load_config
+from vqlab.devices import resolve_device
 from vqlab.errors import ConfigError
+from vqlab.memory import check_sampling_memory
+from vqlab.outdir import check_out, clear_out
 from vqlab.priors.pretrained import load_prior
 from vqlab.priors.tokens import TokenData
 
@@ -53,11 +56,15 @@ def sample_run(
     overrides: list[str] | None = None,
     device: str = "cpu",
     progress: bool = True,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Sample ``n`` sequences from the prior of ``run`` into the folder ``out``; returns the
-    settings and file list. ``overrides``: ``sample.*`` keys (``sample.steps=12``)."""
+    settings and file list. ``overrides``: ``sample.*`` keys (``sample.steps=12``). A non-empty
+    ``out`` is refused unless ``overwrite``; every check comes before anything is written."""
     if n < 1:
         raise ConfigError(f"--n must be >= 1; got {n}")
+    check_out(out, overwrite=overwrite)
+    device = resolve_device(str(device))
     model, config, tokens, quantizer = load_prior(run, device)
     bad = [o for o in overrides or [] if not o.split("=", 1)[0].strip().startswith("sample.")]
     if bad:
@@ -66,15 +73,18 @@ def sample_run(
     given = load_config(None, [f"prior.kind={config.prior.kind}", *(overrides or [])]).sample
     keys = {o.split("=", 1)[0].strip().split(".", 1)[1] for o in overrides or []}
     sc = dataclasses.replace(config.sample, **{k: getattr(given, k) for k in keys})
+    check_sampling_memory(
+        n, tokens.seq_len, tokens.codebook_size, sc.batch_size, sc.cfg > 0, device
+    )
     lab = parse_labels(labels, n, tokens.num_classes)
+    tok = _tokenizer(tokens)
     gen = torch.Generator().manual_seed(sc.seed)
     given = None if lab is None else torch.as_tensor(lab, device=device)
     extra = {"quantizer": quantizer} if quantizer is not None else {}
     ids = model.sample(
         n, sc, config.prior, labels=given, generator=gen, progress=progress, **extra
     ).cpu()
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = clear_out(out, overwrite=overwrite)
     labels_arr = np.full(n, -1, np.int64) if lab is None else lab
     np.savez_compressed(out / "samples.npz", ids=ids.numpy().astype(np.int32), labels=labels_arr)
     info = {
@@ -84,19 +94,36 @@ def sample_run(
         **dataclasses.asdict(sc),
         "files": ["samples.npz"],
     }
-    if tokens.tokenizer and Path(tokens.tokenizer).exists():
-        info["files"] += _decode(tokens, ids, labels_arr, out)
+    if tok is not None:
+        info["files"] += _decode(tok, ids, labels_arr, out)
     (out / "sampling.json").write_text(json.dumps(info, indent=2))
     return info
 
 
-def _decode(tokens: TokenData, ids: torch.Tensor, labels: np.ndarray, out: Path) -> list[str]:
-    """Decode the ids with the token file's tokenizer into images.npz, grid.png and PNGs."""
-    from PIL import Image
+def _tokenizer(tokens: TokenData):
+    """The tokenizer that decodes the samples (None: ids only), its K checked against the
+    prior's; loaded before sampling so that a mismatch costs nothing."""
+    import sys
 
     from vqlab.tokenizer import Tokenizer
 
+    if not tokens.tokenizer or not Path(tokens.tokenizer).exists():
+        if tokens.tokenizer:  # the prior was trained on a tokenizer's ids, now gone
+            print(f"vqlab: no tokenizer at {tokens.tokenizer!r}: ids only", file=sys.stderr)
+        return None
     tok = Tokenizer.from_pretrained(tokens.tokenizer)
+    if tok.codebook_size != tokens.codebook_size or tok.seq_len != tokens.seq_len:
+        raise ConfigError(
+            f"the tokenizer {tokens.tokenizer} has K={tok.codebook_size}, L={tok.seq_len}; this "
+            f"prior samples K={tokens.codebook_size}, L={tokens.seq_len}: not its tokenizer"
+        )
+    return tok
+
+
+def _decode(tok, ids: torch.Tensor, labels: np.ndarray, out: Path) -> list[str]:
+    """Decode the ids with the prior's tokenizer into images.npz, grid.png and PNGs."""
+    from PIL import Image
+
     images = np.concatenate(
         [tok.to_uint8(tok.decode(ids[i : i + 256])) for i in range(0, len(ids), 256)]
     )

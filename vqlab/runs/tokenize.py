@@ -10,6 +10,7 @@ import torch
 from tqdm.auto import tqdm
 
 from vqlab.data.dataset import load_dataset
+from vqlab.outdir import check_out
 from vqlab.priors.tokens import save_tokens
 from vqlab.tokenizer import BATCH, Tokenizer, TokenizerError
 
@@ -21,15 +22,19 @@ def tokenize_dataset(
     *,
     data_name: str | None = None,
     progress: bool = True,
+    overwrite: bool = False,
 ) -> dict:
     """Encode the train and test splits of a dataset into a token file (the DESIGN contract).
 
     The file (``.npz``) holds ``train_ids``/``test_ids`` (N, L) int32 in row-major order,
     ``train_labels``/``test_labels`` (N,) int64 (-1 where there are none), ``codebook_size``,
-    ``scales`` and ``tokenizer`` (the path it came from). The dataset is read as the tokenizer's
-    training data was (``data.name`` and ``data.image_size`` of its config, unless
-    ``data_name`` says otherwise), with the whole test split. Returns a small summary.
+    ``scales`` and ``tokenizer`` (the absolute path it came from); an existing ``out`` is
+    refused unless ``overwrite`` (checked before any work and again before writing). The
+    dataset is read as the tokenizer's training data was (``data.name`` and ``data.image_size``
+    of its config, unless ``data_name`` says otherwise), with the whole test split.
+    Returns a small summary.
     """
+    check_out(out, overwrite=overwrite, file=True)
     dc = tokenizer.config.data
     if data_name is None and dc.name == "gaussian_mixture":
         raise TokenizerError("this tokenizer was trained on vectors, not images: give --data-name")
@@ -56,11 +61,12 @@ def tokenize_dataset(
         arrays[f"{split}_labels"] = (
             np.full(x.shape[0], -1, np.int64) if y is None else y.numpy().astype(np.int64)
         )
+    check_out(out, overwrite=overwrite, file=True)
     save_tokens(
         out,
         codebook_size=tokenizer.codebook_size,
         scales=tokenizer.scales,
-        tokenizer=tokenizer.source,
+        tokenizer=str(Path(tokenizer.source).resolve()) if tokenizer.source else "",
         **arrays,
     )
     used = np.unique(arrays["train_ids"]).size

@@ -145,18 +145,27 @@ def load_training_state(directory: str | Path) -> TrainingState | None:
     directory = Path(directory)
     if not (directory / STATE_FILE).is_file():
         return None
-    meta = json.loads((directory / STATE_FILE).read_text())
+    try:
+        meta = json.loads((directory / STATE_FILE).read_text())
+        if not isinstance(meta, dict):
+            raise ValueError(f"holds a {type(meta).__name__}, not an object")
+    except (ValueError, OSError) as err:  # JSONDecodeError and UnicodeDecodeError included
+        raise CheckpointError(f"{directory / STATE_FILE} is damaged: {err}") from None
     if meta.get("format") != FORMAT:
-        raise ValueError(
+        raise CheckpointError(
             f"{directory / STATE_FILE} has format {meta.get('format')!r}; this vqlab reads {FORMAT}"
         )
-    tensors = {}
-    if (directory / TENSORS_FILE).is_file():
-        tensors = load_file(str(directory / TENSORS_FILE))
-    optimizers = None
-    if (directory / OPTIMIZER_FILE).is_file():
-        # weights_only: the file can only rebuild tensors and plain containers, never run code
-        optimizers = torch.load(directory / OPTIMIZER_FILE, map_location="cpu", weights_only=True)
-        if "param_groups" in optimizers:  # one optimizer's state dict: an older checkpoint
-            optimizers = {"model": optimizers}
+    tensors, optimizers = {}, None
+    try:
+        if (directory / TENSORS_FILE).is_file():
+            tensors = load_file(str(directory / TENSORS_FILE))
+        if (directory / OPTIMIZER_FILE).is_file():
+            # weights_only: the file can only rebuild tensors and plain containers, never run code
+            path = directory / OPTIMIZER_FILE
+            optimizers = torch.load(path, map_location="cpu", weights_only=True)
+            if "param_groups" in optimizers:  # one optimizer's state dict: an older checkpoint
+                optimizers = {"model": optimizers}
+    except Exception as err:  # safetensors' and torch.load's own errors for a damaged file
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise CheckpointError(f"{directory}: the training state is damaged ({first})") from None
     return TrainingState(meta, tensors, optimizers)

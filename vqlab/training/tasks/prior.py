@@ -15,6 +15,7 @@ positions of the test ids, at ``prior.eval_mask_ratio`` and a fixed seed (VAR: `
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -23,14 +24,29 @@ from safetensors.torch import load_file
 from torch import nn
 
 from vqlab.config import RunConfig
+from vqlab.memory import check_prior_memory
+from vqlab.priors.facts import token_facts, write_facts
 from vqlab.priors.maskgit import evaluate_prior, maskgit_loss
 from vqlab.priors.pretrained import build_prior, load_quantizer
-from vqlab.priors.tokens import load_tokens
+from vqlab.priors.tokens import TokenFileError, load_tokens
 from vqlab.training.distributed import Dist, check_batch, shard, sum_over_ranks
 from vqlab.training.feed import BatchSampler
 from vqlab.training.guard import is_finite
 from vqlab.training.schedule import Schedule
 from vqlab.training.tasks.base import StepLosses
+
+# CPU seconds per token and unit of per-token weight work (depth * 12 W^2 + W K): 1.77 s per
+# step measured for depth 4, width 256, K=1024, batch 64 over L=64 + 1 on the 2-core EPYC
+# (benchmarks/results/prior_cpu_torch2.13.0-cpu.json)
+CPU_RATE = 1.768 / (64 * 65 * (4 * 12 * 256**2 + 256 * 1024))
+ANNOUNCE_SECONDS = 300  # longer CPU budgets are stated before training starts
+
+
+def cpu_budget_seconds(config: RunConfig, tokens_len: int, codebook_size: int) -> float:
+    """Estimated CPU seconds of a prior's training (see :data:`CPU_RATE`)."""
+    pc, tc = config.prior, config.train
+    work = pc.depth * 12 * pc.width**2 + pc.width * codebook_size
+    return tc.steps * tc.batch_size * (tokens_len + 1) * work * CPU_RATE
 
 
 class PriorTask:
@@ -41,7 +57,28 @@ class PriorTask:
     ) -> None:
         self.config, self.dist = config, dist
         tc = config.train
-        self.tokens = load_tokens(config.data.path)
+        self.tokens = t = load_tokens(config.data.path)
+        if not len(t.test_ids):
+            raise TokenFileError(
+                f"{config.data.path}: test_ids is empty; a prior is evaluated on held-out rows "
+                "(tokenize a dataset that has a test split)"
+            )
+        # K checked against the tokenizer; written to the run folder at the end (sampling)
+        self.facts = token_facts(t, config.data.path)
+        pc = config.prior
+        check_prior_memory(
+            t.codebook_size, t.seq_len, t.num_classes, pc.width, pc.depth, dist.device
+        )
+        seconds = cpu_budget_seconds(config, t.seq_len, t.codebook_size)
+        if dist.device.type == "cpu" and dist.is_main and seconds > ANNOUNCE_SECONDS:
+            print(
+                f"vqlab: this prior trains {config.train.steps} steps on the CPU: about "
+                f"{seconds / 3600:.1f} h (width {pc.width}, depth {pc.depth}, batch "
+                f"{config.train.batch_size}, L={t.seq_len}, K={t.codebook_size}); lower "
+                "train.steps or prior.width/depth for a quick try",
+                file=sys.stderr,
+                flush=True,
+            )
         self.var = config.prior.kind == "var"
         self.quantizer = load_quantizer(self.tokens, dist.device) if self.var else None
         self.model = build_prior(config, self.tokens, self.quantizer).to(dist.device)
@@ -142,6 +179,7 @@ class PriorTask:
         )
 
     def finish(self, out: Path, metrics: dict[str, Any]) -> dict[str, Any]:
+        write_facts(out, self.facts)
         t = self.tokens
         return {
             "task": "prior",
