@@ -50,12 +50,3 @@ def test_the_light_names_are_the_heavy_ones():
         assert getattr(vqlab, name) is getattr(sys.modules[vqlab._PUBLIC[name]], name)
     with pytest.raises(AttributeError):
         vqlab.no_such_name  # noqa: B018
-
-
-def test_every_user_error_class_is_named_where_the_cli_looks():
-    import importlib
-
-    from vqlab import cli
-
-    for module, name in cli.USER_ERRORS:
-        assert issubclass(getattr(importlib.import_module(module), name), Exception)

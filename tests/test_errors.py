@@ -59,4 +59,6 @@ def test_a_bug_is_not_a_user_error(monkeypatch, tmp_path):
 def test_a_missing_run_folder_is_a_user_error(tmp_path, capsys):
     assert main(["diagnose", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("vqlab: error: no checkpoint in") and err.count("\n") == 1
+    # answered by the CLI's own check, before the heavy imports (issue 25)
+    assert err.startswith("vqlab: error: RUN ") and "nope: no such file" in err
+    assert err.count("\n") == 1

@@ -106,7 +106,8 @@ def train(
         raise typer.Exit(_launch(nproc, out, config, set_ or [], overwrite, quiet, resume))
     command = os.environ.get("VQLAB_COMMAND") or _command()  # the launcher's, under --nproc
     if resume is not None:
-        _exists(resume, "--resume")
+        if not (resume / "config.yaml").is_file():  # before the engine's imports
+            raise UsageError(f"--resume {resume}: not a run folder (no config.yaml there)")
         from vqlab.training.engine import resume as resume_run
 
         summary = resume_run(resume, progress=not quiet, command=command)

@@ -98,10 +98,13 @@ def test_the_whole_pipeline_decodes_samples_to_images(tmp_path, monkeypatch, cap
     capsys.readouterr()
     assert main(["sample", str(tmp_path / "tok"), "--n", "2", "--out", str(tmp_path / "x")]) == 2
     assert "not a prior" in capsys.readouterr().err
-    assert main([*argv, "--labels", "7"]) == 2
+    fresh = [*argv[:4], "--out", str(tmp_path / "s2"), "--quiet"]  # s holds samples now
+    assert main([*fresh, "--labels", "7"]) == 2
     assert "classes are 0..1" in capsys.readouterr().err
-    assert main([*argv, "--set", "train.steps=3"]) == 2
+    assert main([*fresh, "--set", "train.steps=3"]) == 2
     assert "only sample.*" in capsys.readouterr().err
+    assert main([*argv, "--labels", "7"]) == 2  # the same folder again: refused first
+    assert "is not empty; pass --overwrite" in capsys.readouterr().err
 
 
 def test_prior_and_tokens_go_together():

@@ -95,7 +95,11 @@ class PriorConfig:
     eval_mask_ratio: float = 0.5
 
     def __post_init__(self) -> None:
-        check_choice("prior", "kind", self.kind, PRIOR_KINDS)
+        if self.kind not in PRIOR_KINDS:  # a registered plug-in or a typo: the registry says
+            import vqlab.priors  # noqa: F401 - registers the built-in priors
+            from vqlab.registry import PRIORS
+
+            check_choice("prior", "kind", self.kind, tuple(PRIORS.names()))
         check_choice("prior", "mask_schedule", self.mask_schedule, MASK_SCHEDULES)
         for name in ("depth", "width", "heads"):
             check_positive("prior", name, getattr(self, name))

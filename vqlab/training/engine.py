@@ -257,6 +257,7 @@ def _run(run: _Run, progress: bool) -> dict[str, Any]:
             if tc.on_nonfinite == "skip":
                 row["nonfinite_skipped"] = run.skipped
             if step % tc.eval_every == 0 or last:
+                bar.set_postfix_str(f"evaluating at step {step}", refresh=True)  # minutes on CPU
                 metrics = _evaluate(run, step, final=False)
                 row.update({"eval": True, **(metrics or {})})
             _log(run, row)
@@ -264,7 +265,11 @@ def _run(run: _Run, progress: bool) -> dict[str, Any]:
         if tc.checkpoint_every and run.step % tc.checkpoint_every == 0 and not last:
             _save(run)
     summary = None
-    metrics = _evaluate(run, tc.steps - 1, final=True)
+    bar.close()
+    # the final evaluation can take minutes after the training bar is gone: its own bar
+    with tqdm(total=1, desc="final evaluation", disable=not progress, leave=False) as done:
+        metrics = _evaluate(run, tc.steps - 1, final=True)
+        done.update()
     if metrics is not None:  # rank 0
         summary = {**run.task.finish(run.writer.out, metrics), "nonfinite_skipped": run.skipped}
     _save(run, final=True)
