@@ -309,3 +309,21 @@ def test_cpu_search_equals_naive_on_both_sides_of_the_augmented_width(d):
     assert (picked <= ref_d + slack).all()
     assert (res.indices == ref_i).double().mean() > 0.99
     torch.testing.assert_close(res.distances.double(), ref_d, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("cols", [1, 63, 64, 128, 130, 512, 1024])
+def test_row_min_equals_min_dim1_ties_included(cols):
+    # small integers: many exact ties, inside one chunk and across chunks; the first
+    # occurrence must win as in d.min(dim=1), and widths that are no multiple of the chunk
+    # take the plain path
+    from vqlab.quantizers.nearest_torch import ARGMIN_CHUNK, row_min
+
+    assert ARGMIN_CHUNK == 64
+    g = torch.Generator().manual_seed(cols)
+    d = torch.randint(0, 6, (300, cols), generator=g).float()
+    d[0] = 5.0
+    d[0, -1] = 0.0  # the minimum in the last column
+    values, indices = row_min(d)
+    ref = d.min(dim=1)
+    assert torch.equal(values, ref.values) and torch.equal(indices, ref.indices)
+    assert indices.dtype == torch.long and indices[0] == cols - 1

@@ -18,10 +18,10 @@ The CPU loop also differs in how it scores and reduces a tile (issue 23's profil
 broadcast bias cost several times a plain GEMM of the same shape at small D, and ``min(dim=1)``
 (values and indices) about 8x ``amin``. So the CPU tile is one plain GEMM of augmented operands
 (:func:`augmented_operands`: ``[x, 1] @ [-2c, ||c||^2].T``) up to ``AUGMENT_MAX_D`` (above it
-the odd width D + 1 slowed the GEMM more than the bias did), its row minima come from ``amin``,
-and indices are looked up (``argmin``) only for the rows whose best distance the tile improved:
-all rows in the first tile (where ``argmin`` alone gives both), then ever fewer (about
-``rows / t`` in tile ``t`` on random data).
+the odd width D + 1 slowed the GEMM more than the bias did), and its row minima and their
+indices come from :func:`row_min`: ``amin`` over chunks of 64 columns, then ``argmin`` over
+the chunk minima and inside the winning chunk. Up to 1,024 codes go in one tile
+(:func:`cpu_tile_shape`).
 
 A leaf module (torch only): the dispatcher :func:`vqlab.quantizers.distance.nearest_code` and
 the fused kernel :mod:`vqlab.quantizers.ops.triton_nearest` both build on it.
@@ -40,6 +40,8 @@ CPU_TILE_BYTES = 4 * 2**20
 CPU_TILE_COLS = 512
 # the CPU search scores D <= this with augmented operands, larger D with a bias (addmm)
 AUGMENT_MAX_D = 64
+# columns per chunk of the two-level row minimum (row_min); 16 fell off amin's fast path
+ARGMIN_CHUNK = 64
 
 
 class NearestCode(NamedTuple):
@@ -95,8 +97,8 @@ def tile_shape(
 
 def cpu_tile_shape(n: int, k: int, max_bytes: int = DEFAULT_MAX_BYTES) -> tuple[int, int]:
     """The CPU search's tile: at most ``CPU_TILE_BYTES`` and ``max_bytes``, ``CPU_TILE_COLS``
-    codes wide, except that up to twice that many codes go in one tile (one ``argmin`` is then
-    the whole row reduction, cheaper than two tiles' ``amin`` and partial ``argmin``)."""
+    codes wide, except that up to twice that many codes go in one tile (one reduction and no
+    running-best update per row block, for the small codebooks k-means often fits)."""
     wide = k if k <= 2 * CPU_TILE_COLS else CPU_TILE_COLS
     return tile_shape(n, k, min(max_bytes, CPU_TILE_BYTES), wide)
 
@@ -180,24 +182,43 @@ def _cpu_tiles(
     else:  # D + 1 columns cost more than the broadcast bias here
         xa, ca, bias = x32, -2.0 * c32, (c32 * c32).sum(1)
     n, k = xa.shape[0], ca.shape[0]
-    tile = torch.empty(min(rows, n), min(cols, k))
+    tile = torch.empty(min(rows, n) * min(cols, k))
     for r0 in range(0, n, rows):
         xr = xa[r0 : r0 + rows]  # (r, D + 1) or (r, D)
         bd, bi = best_d[r0 : r0 + rows], best_i[r0 : r0 + rows]
         for c0 in range(0, k, cols):
             cc = ca[c0 : c0 + cols]
-            out = tile[: xr.shape[0], : cc.shape[0]]
+            out = tile[: xr.shape[0] * cc.shape[0]].view(xr.shape[0], cc.shape[0])
             if bias is None:
                 d = torch.mm(xr, cc.T, out=out)  # (r, c)
             else:
                 d = torch.addmm(bias[c0 : c0 + cols], xr, cc.T, out=out)
-            if c0 == 0:  # every row improves on +inf: argmin, and its value by lookup
-                bi.copy_(d.argmin(1))
-                bd.copy_(d.gather(1, bi[:, None]).squeeze(1))
+            dmin, imin = row_min(d)
+            if c0 == 0:  # every row improves on +inf
+                bd.copy_(dmin)
+                bi.copy_(imin)
                 continue
-            dmin = d.amin(1)
             better = dmin < bd
-            hit = better.nonzero().squeeze(1)
-            if hit.numel():
-                bi[hit] = d[hit].argmin(1) + c0
             torch.where(better, dmin, bd, out=bd)
+            torch.where(better, imin + c0, bi, out=bi)
+
+
+def row_min(d: torch.Tensor, chunk: int = ARGMIN_CHUNK) -> tuple[torch.Tensor, torch.Tensor]:
+    """d (r, c) contiguous -> each row's minimum (r,) and the index of its first occurrence (r,)
+    int64: what ``d.min(dim=1)`` gives, in two levels.
+
+    ``amin`` over chunks of ``chunk`` columns (a vectorised pass), ``argmin`` over the r x c /
+    chunk chunk minima, then ``argmin`` inside the winning chunk of each row: about 7x faster
+    than ``min(dim=1)`` on this project's CPU. The first chunk holding the minimum and the first
+    position in it give the first occurrence overall, as ``argmin`` does. Widths that are not a
+    multiple of ``chunk`` (or under two chunks) take plain ``argmin``.
+    """
+    r, c = d.shape
+    if c % chunk or c < 2 * chunk:
+        idx = d.argmin(1)
+        return d.gather(1, idx[:, None]).squeeze(1), idx
+    blocks = d.view(r, c // chunk, chunk)
+    mins = blocks.amin(2)  # (r, c / chunk)
+    j = mins.argmin(1)  # (r,) the first chunk holding the row's minimum
+    inside = blocks.gather(1, j[:, None, None].expand(r, 1, chunk)).squeeze(1)  # (r, chunk)
+    return mins.gather(1, j[:, None]).squeeze(1), j * chunk + inside.argmin(1)
