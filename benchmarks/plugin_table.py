@@ -31,9 +31,18 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = {
     "synthetic": ("configs/synthetic.yaml", []),
+    # sized for a shared 2-core CPU: 250 steps of batch 32 (the switch at 125), K=256
     "cifar10": (
         "configs/cifar10.yaml",
-        ["train.steps=500", "train.pretrain_steps=250", "train.eval_every=500"],
+        [
+            "train.steps=250",
+            "train.pretrain_steps=125",
+            "train.batch_size=32",
+            "train.eval_every=250",
+            "vq.codebook_size=256",
+            "vq.init_samples=8192",
+            "data.test_limit=1000",
+        ],
     ),
 }
 ENGINE = {"taming": ["vq.update=grad"], "vqtorch": ["vq.impl=vector_quantize_pytorch"]}
