@@ -18,9 +18,10 @@ The CPU loop also differs in how it scores and reduces a tile (issue 23's profil
 broadcast bias cost several times a plain GEMM of the same shape at small D, and ``min(dim=1)``
 (values and indices) about 8x ``amin``. So the CPU tile is one plain GEMM of augmented operands
 (:func:`augmented_operands`: ``[x, 1] @ [-2c, ||c||^2].T``) up to ``AUGMENT_MAX_D`` (above it
-the odd width D + 1 slowed the GEMM more than the bias did), and its row minima and their
-indices come from :func:`row_min`: ``amin`` over chunks of 64 columns, then ``argmin`` over
-the chunk minima and inside the winning chunk. Up to 1,024 codes go in one tile
+the odd width D + 1 slowed the GEMM more than the bias did). The first tile of a row block
+takes every row's minimum and index from :func:`row_min` (``amin`` over chunks of 64 columns,
+then ``argmin`` over the chunk minima and inside the winning chunk); later tiles take ``amin``
+alone and look indices up only for the rows they improve. Up to 1,024 codes go in one tile
 (:func:`cpu_tile_shape`).
 
 A leaf module (torch only): the dispatcher :func:`vqlab.quantizers.distance.nearest_code` and
@@ -193,14 +194,19 @@ def _cpu_tiles(
                 d = torch.mm(xr, cc.T, out=out)  # (r, c)
             else:
                 d = torch.addmm(bias[c0 : c0 + cols], xr, cc.T, out=out)
-            dmin, imin = row_min(d)
             if c0 == 0:  # every row improves on +inf
+                dmin, imin = row_min(d)
                 bd.copy_(dmin)
                 bi.copy_(imin)
                 continue
+            # later tiles improve ever fewer rows (about r / t in tile t on random data): the
+            # cheap amin decides which, and only those rows pay for their index
+            dmin = d.amin(1)
             better = dmin < bd
+            hit = better.nonzero().squeeze(1)
+            if hit.numel():
+                bi[hit] = row_min(d[hit])[1] + c0
             torch.where(better, dmin, bd, out=bd)
-            torch.where(better, imin + c0, bi, out=bi)
 
 
 def row_min(d: torch.Tensor, chunk: int = ARGMIN_CHUNK) -> tuple[torch.Tensor, torch.Tensor]:
