@@ -112,6 +112,10 @@ def summarise(out: Path) -> None:
              "(subprocess, on a shared 2-core CPU under nice -n 19).", "",
              "| data | arm | seeds | usage | perplexity | recon MSE | wall s |",
              "|---|---|---|---|---|---|---|"]  # fmt: skip
+    order = ["standard", "deferred-plugin", "deferred-engine", "deferred-plugin-all",
+             "standard-engine"]  # fmt: skip
+    rows.sort(key=lambda r: (r["data"] != "synthetic", r["arm"].split("/")[0],
+                             order.index(r["arm"].split("/")[1]), r["seed"]))  # fmt: skip
     groups: dict[tuple, list] = {}
     for r in rows:
         groups.setdefault((r["data"], r["arm"]), []).append(r)
@@ -151,7 +155,11 @@ def main(argv: list[str] | None = None) -> None:
         help="also an arm sampling this many calls (the whole pretraining)",
     )
     p.add_argument("--out", type=Path, default=ROOT / "results" / "plugin-cpu")
+    p.add_argument("--report-only", action="store_true", help="rewrite report.md, run nothing")
     args = p.parse_args(argv)
+    if args.report_only:
+        summarise(args.out)
+        return
     config, sets = CONFIGS[args.data]
     sets = [*sets, *args.set]
     for seed in (int(s) for s in args.seeds.split(",")):
