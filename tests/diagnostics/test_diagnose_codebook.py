@@ -31,7 +31,8 @@ def _mixture(n: int = 400, seed: int = 0) -> torch.Tensor:
 def test_each_layout_is_found_and_named(tmp_path):
     vqp = pytest.importorskip("vector_quantize_pytorch")
     book = torch.randn(K, D)
-    torch.save({"state_dict": {"quantize.embedding.weight": book, "decoder.w": torch.randn(3, 3)},
+    torch.save({"state_dict": {"quantize.embedding.weight": book, "decoder.w": torch.randn(3, 3),
+                               "transformer.pos_embedding.weight": torch.randn(4, D)},
                 "epoch": 3}, tmp_path / "taming.ckpt")  # fmt: skip
     peer = vqp.VectorQuantize(dim=D, codebook_size=K)
     torch.save(peer.state_dict(), tmp_path / "peer.pt")

@@ -89,7 +89,8 @@ def load_arrays(path: str | Path) -> dict[str, torch.Tensor]:
         raise CodebookError(
             f"{path}: refused to load: it holds pickled objects, not only tensors "
             f"({what or 'refused'}); vqlab reads checkpoints with torch.load(weights_only=True) "
-            "only, so none of it ran"
+            "only, so none of it ran (if you trust the file, save its tensors alone, e.g. "
+            "torch.save(ckpt['state_dict'], 'weights.pt'), and diagnose that)"
         ) from None
     except (ValueError, OSError, RuntimeError, zipfile.BadZipFile) as err:
         if isinstance(err, CodebookError):
@@ -106,7 +107,8 @@ def _candidates(arrays: dict[str, torch.Tensor]) -> list[tuple[str, str]]:
         if not t.is_floating_point():
             continue
         for suffix, ndim, layout in LAYOUTS:
-            if key.endswith(suffix) and t.dim() == ndim:
+            # whole dotted components: ``pos_embedding.weight`` is no codebook
+            if (key == suffix or key.endswith("." + suffix)) and t.dim() == ndim:
                 found.append((key, layout))
                 break
     return found
