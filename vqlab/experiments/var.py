@@ -60,7 +60,9 @@ VAR_PRESETS: dict[str, dict[str, Any]] = {
             "prior.width": 128,
             "prior.heads": 4,
             "prior.dropout": 0.1,
-            "prior.label_smoothing": 0.1,
+            # 0, VAR's own: at 0.1 an unfiltered temperature-1 sampler draws the smoothing floor
+            # (results/var-findings-cpu; results/var-cpu was made with 0.1 and no top-k/top-p)
+            "prior.label_smoothing": 0.0,
             "prior.class_dropout": 0.1,
             # measured: ~0.6-1.0 s a step at batch 64 on one core (130 positions, all in the
             # loss), so half MaskGIT's 3000 steps keeps the four priors near 40 minutes
@@ -73,9 +75,9 @@ VAR_PRESETS: dict[str, dict[str, Any]] = {
             "train.log_every": 100,
             "train.eval_every": 750,
         },
-        # plain sampling (no guidance, no top-k/top-p), as the MaskGIT experiment samples at cfg 0
-        # (explicit: a VAR prior's sampler defaults to top-k 900 / top-p 0.96 since issue 22)
-        "sample": ["sample.temperature=1.0", "sample.top_k=0", "sample.top_p=0"],
+        # no guidance, as the MaskGIT experiment samples at cfg 0; VAR's top-k 900 / top-p 0.96
+        # (the VAR prior's defaults since issue 22; results/var-cpu sampled with neither)
+        "sample": ["sample.temperature=1.0", "sample.top_k=900", "sample.top_p=0.96"],
     },
     # the papers' scale: 128 px ImageNet-100, 16x16 latents, VAR's ten scales; not run here
     "gpu": {
