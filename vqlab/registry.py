@@ -32,18 +32,22 @@ class QuantizerEntry:
     build: ``(vq: VQConfig, model: ModelConfig, input_shape, channel_dim) -> nn.Module``; the
         layer for ``model.latent_dim``-dimensional encoder outputs, D on ``channel_dim``.
     check: ``(vq: VQConfig) -> dict``: refuses (``ConfigError``) values of its own options that
-        have no meaning, and returns the fields it resolves (FSQ's ``levels`` and its real
-        ``codebook_size``), which the config then holds. None = nothing to check.
+        have no meaning, and returns the fields it resolves, which the config then holds. None =
+        nothing to check. The config checks the built-in kinds itself without loading torch
+        (``QUANTIZER_KINDS`` of :mod:`vqlab.config.schema`, issue 25); a registered kind beyond
+        them is checked through its entry.
     options: the ``vq.*`` fields only this kind (among the registered ones) reads; another
         kind refuses them set away from their defaults.
     fits_codebook: whether the layer learns a codebook that k-means fits (then
         ``vq.init_samples`` must cover ``vq.codebook_size``); a fixed grid does not.
+    title: the layer in words, for messages (``"multi-scale layer"``).
     """
 
     build: Callable[..., Any]
     check: Callable[[Any], dict[str, Any]] | None = None
     options: tuple[str, ...] = ()
     fits_codebook: bool = True
+    title: str = ""
 
 
 @dataclass(frozen=True)
@@ -56,7 +60,9 @@ class PriorEntry:
         progress, quantizer) -> (n, L) ids``: the prior's own decoding, from the sampler keys it
         reads (the prior's ``sample`` method calls it).
     needs_quantizer: whether the prior builds its inputs with the tokenizer's quantizer (VAR).
-    defaults: ``sample.*`` values this kind samples with unless the user sets them.
+    defaults: what ``prior.label_smoothing``, ``sample.top_k`` and ``sample.top_p`` left unset
+        become for this kind (the built-in kinds' are ``PRIOR_DEFAULTS`` of
+        :mod:`vqlab.config.generation`, which reads them without loading torch).
     """
 
     build: Callable[..., Any]

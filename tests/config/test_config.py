@@ -87,8 +87,7 @@ def test_the_configs_quantizer_vocabulary_is_the_layers():
     stay the tuples the layers accept."""
     from vqlab.config import generation, schema
     from vqlab.priors.schedules import SCHEDULES
-    from vqlab.quantizers import multiscale, rotation, vq
-    from vqlab.quantizers.interface import QUANTIZERS
+    from vqlab.quantizers import QUANTIZERS, multiscale, rotation, vq
     from vqlab.registry import PRIORS
 
     # the built-in kinds, a subset of the registries (a plug-in kind is checked there)

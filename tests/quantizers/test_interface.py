@@ -1,9 +1,9 @@
 import pytest
 import torch
 
+from vqlab.quantizers import QUANTIZERS
 from vqlab.quantizers.fsq import FSQ
 from vqlab.quantizers.interface import (
-    QUANTIZERS,
     MultiLevelOutput,
     Quantizer,
     QuantizerOutput,
@@ -20,19 +20,24 @@ ARGS = {
 }
 
 
-def test_registry_maps_kinds_to_classes():
-    assert QUANTIZERS == {
-        "single": VectorQuantizer,
-        "multiscale": MultiScaleQuantizer,
-        "fsq": FSQ,
-        "lfq": LFQ,
-    }
+CLASSES = {"single": VectorQuantizer, "multiscale": MultiScaleQuantizer, "fsq": FSQ, "lfq": LFQ}
+
+
+def test_every_kind_registers_itself_and_builds_its_class():
+    from vqlab import load_config
+    from vqlab.models.registry import build_model
+
+    assert QUANTIZERS.names() == ("single", "multiscale", "fsq", "lfq")
+    conv = ["model.kind=conv", "model.width=8", "model.latent_dim=4", "vq.codebook_size=256"]
+    for kind, cls in CLASSES.items():
+        cfg = load_config(None, [*conv, f"vq.kind={kind}"])
+        assert type(build_model(cfg.model, cfg.vq, (3, 8, 8)).quantizer) is cls
 
 
 @pytest.mark.parametrize("kind", ["single", "multiscale"])
 def test_every_searching_quantizer_keeps_the_contract(kind):
     torch.manual_seed(0)
-    q = QUANTIZERS[kind](**ARGS[kind])
+    q = CLASSES[kind](**ARGS[kind])
     assert isinstance(q, Quantizer)
     z = torch.randn(2, 4, 4, 4)  # (B, D, h, w)
     q.init_from_data(z.permute(0, 2, 3, 1).reshape(-1, 4), method="kmeans", iters=3, seed=0)
@@ -53,7 +58,7 @@ def test_grid_quantizers_keep_the_contract_with_their_implicit_codebook(kind):
     # a fixed grid rounds in its own (bounded) space, so its ids need not be the nearest
     # implicit code in the input space; everything else holds as for the searching layers
     torch.manual_seed(0)
-    q = QUANTIZERS[kind](**ARGS[kind])
+    q = CLASSES[kind](**ARGS[kind])
     assert isinstance(q, Quantizer)
     z = torch.randn(2, 4, 4, 4)
     q.init_from_data(z.permute(0, 2, 3, 1).reshape(-1, 4), method="kmeans", iters=3, seed=0)
@@ -68,8 +73,8 @@ def test_grid_quantizers_keep_the_contract_with_their_implicit_codebook(kind):
 
 
 def test_multi_level_members_only_on_the_multiscale_layer():
-    single = QUANTIZERS["single"](**ARGS["single"])
-    multi = QUANTIZERS["multiscale"](**ARGS["multiscale"])
+    single = CLASSES["single"](**ARGS["single"])
+    multi = CLASSES["multiscale"](**ARGS["multiscale"])
     # callers tell a multi-level layer by its members (Tokenizer, the VAR prior's loader)
     members = ("scales", "split_indices", "per_scale_counts", "next_scale_input")
     assert all(hasattr(multi, m) for m in members)

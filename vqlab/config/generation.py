@@ -23,6 +23,16 @@ PRIOR_DEFAULTS: dict[str, dict[str, float]] = {
 }
 
 
+def prior_defaults(kind: str) -> dict[str, float]:
+    """``PRIOR_DEFAULTS`` of a built-in kind; a registered plug-in prior's own ``defaults``
+    (:data:`vqlab.registry.PRIORS`)."""
+    if kind in PRIOR_DEFAULTS:
+        return PRIOR_DEFAULTS[kind]
+    from vqlab.registry import PRIORS
+
+    return PRIORS.get(kind).defaults
+
+
 @dataclass(frozen=True)
 class LossConfig:
     """The tokenizer's losses beyond the MSE reconstruction (taming's VQGAN vocabulary).
@@ -108,7 +118,7 @@ class PriorConfig:
                 f"prior.width={self.width} must be divisible by prior.heads={self.heads}"
             )
         if self.label_smoothing is None:  # frozen: resolved once, during construction
-            smoothing = PRIOR_DEFAULTS[self.kind]["label_smoothing"]
+            smoothing = prior_defaults(self.kind)["label_smoothing"]
             object.__setattr__(self, "label_smoothing", smoothing)
         for name in ("dropout", "label_smoothing", "class_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
@@ -150,7 +160,8 @@ class SampleConfig:
 
 def resolve_sampler(sample: SampleConfig, kind: str) -> SampleConfig:
     """``sample`` with ``top_k`` / ``top_p`` left at none set to prior ``kind``'s defaults."""
-    fill = {k: PRIOR_DEFAULTS[kind][k] for k in ("top_k", "top_p") if getattr(sample, k) is None}
+    defaults = prior_defaults(kind)
+    fill = {k: defaults[k] for k in ("top_k", "top_p") if getattr(sample, k) is None}
     if fill and "top_k" in fill:
         fill["top_k"] = int(fill["top_k"])
     return dataclasses.replace(sample, **fill) if fill else sample

@@ -21,7 +21,7 @@ from vqlab.errors import ConfigError
 # torch (the CLI answers a bad --set before the heavy imports; issue 25).
 # tests/config/test_config.py checks each against the tuple the quantizer layer itself accepts.
 # QUANTIZER_KINDS are the built-in kinds only: any other vq.kind is checked by the registry.
-QUANTIZER_KINDS = ("single", "multiscale", "fsq", "lfq")  # quantizers.interface.QUANTIZERS
+QUANTIZER_KINDS = ("single", "multiscale", "fsq", "lfq")  # vqlab.registry.QUANTIZERS
 INIT_WAYS = ("finest", "pyramid", "coarse_then_all")  # quantizers.multiscale.INIT_WAYS
 LOSS_ON = ("every_scale", "final")  # quantizers.multiscale.LOSS_ON
 ESTIMATORS = ("ste", "rotation")  # quantizers.rotation.ESTIMATORS
@@ -245,9 +245,8 @@ class VQConfig:
         the final one only (``final``; the averaged pull towards blurred partial
         reconstructions shrinks the latents, results/var-findings-cpu)."""
         if self.kind not in QUANTIZER_KINDS:  # a registered plug-in or a typo: the registry says
-            from vqlab.quantizers.interface import QUANTIZERS
-
-            check_choice("vq", "kind", self.kind, tuple(QUANTIZERS))
+            self._check_registered_kind()
+            return
         check_choice("vq", "loss_on", self.loss_on, LOSS_ON)
         if self.kind != "multiscale" and self.loss_on != "every_scale":
             raise ConfigError(
@@ -296,6 +295,33 @@ class VQConfig:
             raise ConfigError(
                 f"vq.kind=lfq needs a power of two vq.codebook_size; got {self.codebook_size}"
             )
+
+    def _check_registered_kind(self) -> None:
+        """A kind registered beyond the built-in ones (:data:`vqlab.registry.QUANTIZERS`): its
+        entry checks its options and resolves values; another kind's options set away from
+        their defaults are refused, as the entries declare them (no list here)."""
+        from vqlab.quantizers import QUANTIZERS  # the package registers the built-in kinds
+
+        entry = QUANTIZERS.get(self.kind)  # an unknown vq.kind names the registered ones
+        defaults = {f.name: f.default for f in fields(self)}
+        for name, other in QUANTIZERS.items():
+            unsupported = [
+                n for n in other.options
+                if n not in entry.options and getattr(self, n) != defaults[n]
+            ]  # fmt: skip
+            if name != self.kind and unsupported:
+                raise ConfigError(
+                    f"vq.kind={self.kind} has none of the {other.title}'s options; leave "
+                    f"{', '.join('vq.' + n for n in unsupported)} at the default"
+                )
+        if self.init_samples < self.codebook_size and entry.fits_codebook:
+            raise ConfigError(
+                f"vq.init_samples={self.init_samples} is smaller than vq.codebook_size="
+                f"{self.codebook_size}; k-means needs at least one sample per code"
+            )
+        resolved = entry.check(self) if entry.check is not None else {}
+        for key, value in resolved.items():
+            object.__setattr__(self, key, value)  # frozen: only during construction
 
     def scale_list(self) -> tuple[int, ...]:
         """``scales`` as increasing ints (empty: no list, the layer uses the latent side)."""

@@ -13,7 +13,7 @@ from vqlab.memory import check_codebook_memory
 from vqlab.models.autoencoder import VQAutoencoder
 from vqlab.models.conv import ConvDecoder, ConvEncoder, check_image_shape
 from vqlab.models.mlp import MLPDecoder, MLPEncoder
-from vqlab.quantizers.vq import VectorQuantizer
+from vqlab.quantizers import QUANTIZERS  # the package registers every built-in kind
 
 if TYPE_CHECKING:  # the builder reads config groups; the models never import the config
     from vqlab.config import ModelConfig, VQConfig
@@ -70,74 +70,6 @@ def build_model(
             f"model.kind={model.kind!r} is not available; choose one of {list(BUILDERS)}"
         )
     encoder, decoder, channel_dim = BUILDERS[model.kind](model, input_shape)
-    if vq.kind != "single":
-        quantizer = _grid_quantizer(model, vq, input_shape, channel_dim)
-        return VQAutoencoder(encoder, quantizer, decoder)
-    layer = VectorQuantizer
-    if vq.impl == "vector_quantize_pytorch":
-        from vqlab.quantizers.peer import PeerQuantizer as layer
-    extra = {"search": vq.search} if vq.impl == "vqlab" else {}
-    quantizer = layer(
-        model.latent_dim,
-        vq.codebook_size,
-        update=vq.update,
-        beta=vq.beta,
-        decay=vq.decay,
-        eps=vq.eps,
-        dead_code_threshold=vq.dead_code_threshold,
-        channel_dim=channel_dim,
-        estimator=vq.estimator,
-        normalize=vq.normalize,
-        code_dim=vq.code_dim,
-        simvq=vq.simvq,
-        **extra,
-    )
+    # the quantizer of vq.kind, built by its registered entry (vqlab.registry.QUANTIZERS)
+    quantizer = QUANTIZERS.get(vq.kind).build(vq, model, input_shape, channel_dim)
     return VQAutoencoder(encoder, quantizer, decoder)
-
-
-def _grid_quantizer(
-    model: ModelConfig, vq: VQConfig, input_shape: tuple[int, ...], channel_dim: int
-) -> nn.Module:
-    """The quantizer of ``vq.kind`` other than ``single``: multiscale (VAR), fsq or lfq."""
-    if vq.kind == "fsq":
-        from vqlab.quantizers.fsq import FSQ
-
-        levels = tuple(int(v) for v in vq.levels.split(","))
-        return FSQ(model.latent_dim, levels, channel_dim=channel_dim)
-    if vq.kind == "lfq":
-        from vqlab.quantizers.lfq import LFQ
-
-        return LFQ(
-            model.latent_dim,
-            vq.codebook_size,
-            entropy_weight=vq.entropy_weight,
-            commitment_weight=vq.beta,
-            channel_dim=channel_dim,
-        )
-    if vq.kind != "multiscale":
-        raise ValueError(f"vq.kind={vq.kind!r} is not available")
-    from vqlab.quantizers.multiscale import MultiScaleQuantizer
-
-    if model.kind != "conv":
-        raise ConfigError("vq.kind=multiscale quantizes latent grids: it needs model.kind=conv")
-    side = input_shape[1] // model.downsample
-    scales = vq.scale_list() or (side,)
-    if scales[-1] != side or input_shape[1] != input_shape[2]:
-        raise ConfigError(
-            f"vq.scales={vq.scales!r} must end at the latent side {side} (square "
-            f"{input_shape[1]}x{input_shape[2]} images / model.downsample={model.downsample})"
-        )
-    return MultiScaleQuantizer(
-        model.latent_dim,
-        vq.codebook_size,
-        scales,
-        update=vq.update,
-        beta=vq.beta,
-        decay=vq.decay,
-        eps=vq.eps,
-        quant_resi=vq.quant_resi,
-        share_resi=min(vq.share_resi, len(scales)),
-        channel_dim=channel_dim,
-        search=vq.search,
-        loss_on=vq.loss_on,
-    )

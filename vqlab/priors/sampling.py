@@ -210,4 +210,10 @@ def _sample_maskgit(model, n, settings, prior, *, quantizer=None, **kwargs) -> t
     )
 
 
-PRIORS.register("maskgit", PriorEntry(build=_build_maskgit, sample=_sample_maskgit))
+PRIORS.register(
+    "maskgit",
+    PriorEntry(
+        build=_build_maskgit,
+        sample=_sample_maskgit,
+    ),
+)

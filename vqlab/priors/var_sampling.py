@@ -238,4 +238,11 @@ def _sample_var(model, n, settings, prior, *, quantizer, **kwargs) -> torch.Tens
     )
 
 
-PRIORS.register("var", PriorEntry(build=_build_var, sample=_sample_var, needs_quantizer=True))
+PRIORS.register(
+    "var",
+    PriorEntry(
+        build=_build_var,
+        sample=_sample_var,
+        needs_quantizer=True,
+    ),
+)

@@ -12,17 +12,36 @@ names, which are the names in every checkpoint:
   dead-code restart reads);
 - ``initialized``: whether the codes were fitted to data.
 
+Beside them: ``VQOutput`` (what a one-grid layer returns), the init vocabulary ``INIT_METHODS``
+and :func:`fit_codes`, which fits K initial codes to data by one of them.
+
 The layer holds ``codebook_size``, ``update``, ``decay`` and ``eps`` as attributes.
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import torch
 from torch import nn
 
 from vqlab.quantizers.collective import draw_rows, random_subset
 from vqlab.quantizers.ema import ema_update
+from vqlab.quantizers.gmm import fit_gmm
+from vqlab.quantizers.kmeans import kmeans, kmeans_plusplus
 from vqlab.validation import check_integer, check_quantizer_input
+
+INIT_METHODS = ("kmeans", "kmeans++", "random_normal", "random_uniform", "sample", "gmm", "none")
+
+
+class VQOutput(NamedTuple):
+    """quantized: like ``z_e``; indices: ``z_e``'s shape without D (int64); loss: scalar;
+    losses: named scalar terms (``commitment``, plus ``codebook`` when update="grad")."""
+
+    quantized: torch.Tensor
+    indices: torch.Tensor
+    loss: torch.Tensor
+    losses: dict[str, torch.Tensor]
 
 
 def register_codebook(layer: nn.Module, initial: torch.Tensor, update: str) -> None:
@@ -124,3 +143,30 @@ def check_indices(indices: torch.Tensor, codebook_size: int) -> None:
             raise ValueError(
                 f"indices must lie in [0, {codebook_size}); got values in [{lo}, {hi}]"
             )
+
+
+@torch.no_grad()
+def fit_codes(
+    x: torch.Tensor, k: int, method: str, *, iters: int = 20, seed: int = 0
+) -> torch.Tensor | None:
+    """K initial codes (K, d) from the rows of ``x`` (N, d) by ``method`` (see
+    :meth:`VectorQuantizer.init_from_data`); None for ``"none"``. ``iters``: Lloyd steps for
+    ``kmeans``, EM steps (after as many Lloyd steps) for ``gmm``. Seeded, so deterministic."""
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    if method == "kmeans":
+        return kmeans(x, k, iters=iters, seed=seed).centroids
+    if method == "kmeans++":
+        return kmeans_plusplus(x, k, seed=seed)
+    if method == "random_normal":
+        noise = torch.randn(k, x.shape[1], generator=gen).to(x.device)
+        return x.mean(0) + noise * x.std(0)
+    if method == "random_uniform":
+        lo, hi = x.min(0).values, x.max(0).values
+        return lo + torch.rand(k, x.shape[1], generator=gen).to(x.device) * (hi - lo)
+    if method == "sample":
+        return x[torch.randperm(x.shape[0], generator=gen)[:k].to(x.device)]
+    if method == "gmm":
+        return fit_gmm(x, k, iters=iters, kmeans_iters=iters, seed=seed).means
+    if method == "none":
+        return None
+    raise ValueError(f"unknown init method {method!r}; choose one of {list(INIT_METHODS)}")

@@ -32,8 +32,9 @@ import math
 import torch
 from torch import nn
 
+from vqlab.quantizers.codebook import VQOutput
 from vqlab.quantizers.grid import GridQuantizer, fit_grid_projections  # noqa: F401 - re-exported
-from vqlab.quantizers.vq import VQOutput
+from vqlab.registry import QUANTIZERS, QuantizerEntry
 from vqlab.validation import check_int
 
 BOUND_EPS = 1e-3
@@ -150,3 +151,14 @@ class FSQ(GridQuantizer):
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, levels={self.levels}, codebook_size={self.codebook_size}"
+
+
+def _build(vq, model, input_shape: tuple[int, ...], channel_dim: int) -> FSQ:
+    levels = tuple(int(v) for v in vq.levels.split(","))
+    return FSQ(model.latent_dim, levels, channel_dim=channel_dim)
+
+
+QUANTIZERS.register(
+    "fsq",
+    QuantizerEntry(_build, options=("levels",), fits_codebook=False, title="FSQ layer"),
+)

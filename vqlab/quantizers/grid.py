@@ -15,8 +15,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from vqlab.quantizers.codebook import check_indices, flatten, unflatten
-from vqlab.quantizers.vq import INIT_METHODS
+from vqlab.quantizers.codebook import INIT_METHODS, check_indices, flatten, unflatten
 from vqlab.validation import check_int
 
 

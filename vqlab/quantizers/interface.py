@@ -1,4 +1,5 @@
-"""The quantizer interface the rest of vqlab relies on, and the ``vq.kind`` registry.
+"""The quantizer interface the rest of vqlab relies on (the kinds register in
+:data:`vqlab.registry.QUANTIZERS`).
 
 Structural (``typing.Protocol``): a quantizer need not inherit from anything, it only has these
 members. The set is what the callers read today:
@@ -17,16 +18,11 @@ Multi-level quantizers (VAR's :class:`~vqlab.quantizers.multiscale.MultiScaleQua
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Protocol, runtime_checkable
 
 import torch
 from torch import nn
-
-from vqlab.quantizers.fsq import FSQ
-from vqlab.quantizers.lfq import LFQ
-from vqlab.quantizers.multiscale import MultiScaleQuantizer
-from vqlab.quantizers.vq import VectorQuantizer
 
 
 @runtime_checkable
@@ -90,12 +86,3 @@ class Quantizer(Protocol):
     def lookup(self, indices: torch.Tensor) -> torch.Tensor: ...
     def to_code_space(self, z_e: torch.Tensor) -> torch.Tensor: ...
     def parameters(self, recurse: bool = ...) -> Iterator[nn.Parameter]: ...
-
-
-# ``vq.kind`` -> the class; each is called with explicit arguments, never the config tree
-QUANTIZERS: dict[str, Callable[..., nn.Module]] = {
-    "single": VectorQuantizer,
-    "multiscale": MultiScaleQuantizer,
-    "fsq": FSQ,
-    "lfq": LFQ,
-}

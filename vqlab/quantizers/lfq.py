@@ -38,8 +38,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vqlab.quantizers.codebook import VQOutput
 from vqlab.quantizers.grid import GridQuantizer
-from vqlab.quantizers.vq import VQOutput
+from vqlab.registry import QUANTIZERS, QuantizerEntry
 from vqlab.validation import check_int, check_number
 
 
@@ -178,3 +179,19 @@ class LFQ(GridQuantizer):
             f"entropy_weight={self.entropy_weight}, commitment_weight={self.commitment_weight}, "
             f"diversity_gamma={self.diversity_gamma}, codebook_scale={self.codebook_scale}"
         )
+
+
+def _build(vq, model, input_shape: tuple[int, ...], channel_dim: int) -> LFQ:
+    return LFQ(
+        model.latent_dim,
+        vq.codebook_size,
+        entropy_weight=vq.entropy_weight,
+        commitment_weight=vq.beta,
+        channel_dim=channel_dim,
+    )
+
+
+QUANTIZERS.register(
+    "lfq",
+    QuantizerEntry(_build, options=("entropy_weight",), fits_codebook=False, title="LFQ layer"),
+)

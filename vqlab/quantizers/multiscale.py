@@ -33,10 +33,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vqlab.quantizers import batch_statistics, ema_update, nearest_code
+from vqlab.errors import ConfigError
+from vqlab.quantizers.codebook import (
+    INIT_METHODS,
+    check_indices,
+    ema_step,
+    fit_codes,
+    register_codebook,
+    reset_statistics,
+    stored_codebook,
+)
 from vqlab.quantizers.collective import all_reduce_sum
-from vqlab.quantizers.distance import DEFAULT_MAX_BYTES
-from vqlab.quantizers.vq import INIT_METHODS, SEARCHES, UPDATES, fit_codes
+from vqlab.quantizers.distance import DEFAULT_MAX_BYTES, nearest_code
+from vqlab.quantizers.ema import batch_statistics
+from vqlab.quantizers.vq import SEARCHES, UPDATES
+from vqlab.registry import QUANTIZERS, QuantizerEntry
 from vqlab.validation import (
     check_init_args,
     check_integer,
@@ -170,12 +181,7 @@ class MultiScaleQuantizer(nn.Module):
         self.phi_index = [used.index(c) for c in choice]  # scale -> slot among the built convs
         make = (lambda: Phi(dim, quant_resi)) if quant_resi != 0 else nn.Identity
         self.phis = nn.ModuleList([make() for _ in used])
-        initial = torch.randn(codebook_size, dim)  # (K, D)
-        if update == "grad":
-            self.codebook = nn.Parameter(initial)
-        else:
-            self.register_buffer("codebook", initial)
-            self.register_buffer("ema_sums", initial.clone())  # (K, D)
+        register_codebook(self, torch.randn(codebook_size, dim), update)  # (K, D)
         # EMA of assignments per step, pooled (the EMA cluster size) and per scale (usage)
         self.register_buffer("ema_counts", torch.ones(codebook_size))  # (K,)
         self.register_buffer("scale_counts", torch.zeros(len(self.scales), codebook_size))
@@ -185,8 +191,7 @@ class MultiScaleQuantizer(nn.Module):
     @property
     def codebook(self) -> torch.Tensor:
         """(K, D): the one codebook every scale searches and ``lookup`` reads."""
-        stored = self._parameters.get("codebook")
-        stored = stored if stored is not None else self._buffers.get("codebook")
+        stored = stored_codebook(self)
         if stored is None:  # before __init__ stores it; hasattr (register_buffer) reads this
             raise AttributeError("codebook")
         return stored
@@ -215,10 +220,7 @@ class MultiScaleQuantizer(nn.Module):
         check_integer(indices, "indices")
         if indices.dim() != 2 or indices.shape[1] != self.num_tokens:
             raise ValueError(f"expected indices (B, {self.num_tokens}); got {tuple(indices.shape)}")
-        if indices.numel() > 0:  # one sync; an out-of-range id is a device assert on CUDA
-            lo, hi = (int(v) for v in torch.aminmax(indices.detach()))
-            if lo < 0 or hi >= self.codebook_size:
-                raise ValueError(f"indices must lie in [0, {self.codebook_size}); got [{lo}, {hi}]")
+        check_indices(indices, self.codebook_size)
         parts = torch.split(indices, [p * p for p in self.scales], dim=1)
         return [part.reshape(-1, p, p) for part, p in zip(parts, self.scales, strict=True)]
 
@@ -333,15 +335,7 @@ class MultiScaleQuantizer(nn.Module):
         # data parallel hook (no-op in one process): global-batch statistics before the update
         per_scale, counts, sums = all_reduce_sum(per_scale, counts, sums)
         self.scale_counts.mul_(self.decay).add_(per_scale, alpha=1.0 - self.decay)
-        if self.update == "ema":
-            state = ema_update(
-                self.ema_counts, self.ema_sums, counts, sums, decay=self.decay, eps=self.eps
-            )
-            self.ema_counts.copy_(state.counts)
-            self.ema_sums.copy_(state.sums)
-            self.codebook.copy_(state.codebook)
-        else:
-            self.ema_counts.mul_(self.decay).add_(counts, alpha=1.0 - self.decay)
+        ema_step(self, counts, sums)
 
     def per_scale_counts(self, level_indices: list[torch.Tensor]) -> torch.Tensor:
         """S tensors of ids (B, p_k, p_k) -> (S, K) int64 hits of each code at each scale."""
@@ -417,11 +411,8 @@ class MultiScaleQuantizer(nn.Module):
         codes = fit_codes(x, k, method, iters=iters, seed=seed)
         if codes is not None:
             self.codebook.data.copy_(codes)
-        self.ema_counts.fill_(1.0)
         self.scale_counts.zero_()
-        if self.update == "ema":
-            self.ema_sums.copy_(self.codebook)
-        self.initialized.fill_(True)
+        reset_statistics(self)
 
     def extra_repr(self) -> str:
         return (
@@ -454,3 +445,31 @@ def _check_options(
         raise ValueError(f"quant_resi must lie in [0, 1]; got {quant_resi}")
     if not isinstance(share_resi, int) or share_resi < 1:
         raise ValueError(f"share_resi must be an int >= 1; got {share_resi!r}")
+
+
+def _build(vq, model, input_shape: tuple[int, ...], channel_dim: int) -> MultiScaleQuantizer:
+    """``vq.kind=multiscale`` over a conv model's square latent grid, ending at its side."""
+    if model.kind != "conv":
+        raise ConfigError("vq.kind=multiscale quantizes latent grids: it needs model.kind=conv")
+    side = input_shape[1] // model.downsample
+    scales = vq.scale_list() or (side,)
+    if scales[-1] != side or input_shape[1] != input_shape[2]:
+        raise ConfigError(
+            f"vq.scales={vq.scales!r} must end at the latent side {side} (square "
+            f"{input_shape[1]}x{input_shape[2]} images / model.downsample={model.downsample})"
+        )
+    return MultiScaleQuantizer(
+        model.latent_dim, vq.codebook_size, scales, update=vq.update, beta=vq.beta,
+        decay=vq.decay, eps=vq.eps, quant_resi=vq.quant_resi,
+        share_resi=min(vq.share_resi, len(scales)), channel_dim=channel_dim, search=vq.search,
+        loss_on=vq.loss_on,
+    )  # fmt: skip
+
+
+QUANTIZERS.register(
+    "multiscale",
+    QuantizerEntry(
+        _build, options=("scales", "quant_resi", "share_resi", "ms_init", "loss_on"),
+        title="multi-scale layer",
+    ),
+)  # fmt: skip

@@ -32,8 +32,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from vqlab.errors import UserError
+from vqlab.quantizers.codebook import INIT_METHODS, VQOutput, fit_codes
 from vqlab.quantizers.distance import nearest_code
-from vqlab.quantizers.vq import INIT_METHODS, VQOutput, fit_codes
 from vqlab.validation import check_init_args, check_quantizer_input
 
 PEER_PACKAGE = "vector-quantize-pytorch"

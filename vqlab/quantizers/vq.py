@@ -30,15 +30,16 @@ Options (all off by default; each changes one step of the pipeline
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vqlab.quantizers.codebook import (
+from vqlab.quantizers.codebook import (  # noqa: F401  (VQOutput, INIT_METHODS, fit_codes: re-exported)
+    INIT_METHODS,
+    VQOutput,
     check_indices,
     ema_step,
+    fit_codes,
     flatten,
     register_codebook,
     register_statistics,
@@ -50,9 +51,8 @@ from vqlab.quantizers.codebook import (
 from vqlab.quantizers.collective import all_reduce_sum, world_size
 from vqlab.quantizers.distance import DEFAULT_MAX_BYTES, nearest_code
 from vqlab.quantizers.ema import batch_statistics
-from vqlab.quantizers.gmm import fit_gmm
-from vqlab.quantizers.kmeans import kmeans, kmeans_plusplus
 from vqlab.quantizers.rotation import ESTIMATORS
+from vqlab.registry import QUANTIZERS, QuantizerEntry
 from vqlab.validation import (
     check_init_args,
     check_quantizer_args,
@@ -60,17 +60,6 @@ from vqlab.validation import (
 
 UPDATES = ("ema", "grad")
 SEARCHES = ("exact", "fast")  # nearest_code precisions
-INIT_METHODS = ("kmeans", "kmeans++", "random_normal", "random_uniform", "sample", "gmm", "none")
-
-
-class VQOutput(NamedTuple):
-    """quantized: like ``z_e``; indices: ``z_e``'s shape without D (int64); loss: scalar;
-    losses: named scalar terms (``commitment``, plus ``codebook`` when update="grad")."""
-
-    quantized: torch.Tensor
-    indices: torch.Tensor
-    loss: torch.Tensor
-    losses: dict[str, torch.Tensor]
 
 
 class VectorQuantizer(nn.Module):
@@ -366,33 +355,6 @@ class VectorQuantizer(nn.Module):
         )
 
 
-@torch.no_grad()
-def fit_codes(
-    x: torch.Tensor, k: int, method: str, *, iters: int = 20, seed: int = 0
-) -> torch.Tensor | None:
-    """K initial codes (K, d) from the rows of ``x`` (N, d) by ``method`` (see
-    :meth:`VectorQuantizer.init_from_data`); None for ``"none"``. ``iters``: Lloyd steps for
-    ``kmeans``, EM steps (after as many Lloyd steps) for ``gmm``. Seeded, so deterministic."""
-    gen = torch.Generator(device="cpu").manual_seed(seed)
-    if method == "kmeans":
-        return kmeans(x, k, iters=iters, seed=seed).centroids
-    if method == "kmeans++":
-        return kmeans_plusplus(x, k, seed=seed)
-    if method == "random_normal":
-        noise = torch.randn(k, x.shape[1], generator=gen).to(x.device)
-        return x.mean(0) + noise * x.std(0)
-    if method == "random_uniform":
-        lo, hi = x.min(0).values, x.max(0).values
-        return lo + torch.rand(k, x.shape[1], generator=gen).to(x.device) * (hi - lo)
-    if method == "sample":
-        return x[torch.randperm(x.shape[0], generator=gen)[:k].to(x.device)]
-    if method == "gmm":
-        return fit_gmm(x, k, iters=iters, kmeans_iters=iters, seed=seed).means
-    if method == "none":
-        return None
-    raise ValueError(f"unknown init method {method!r}; choose one of {list(INIT_METHODS)}")
-
-
 def _check_options(
     update: str, dead_code_threshold: float, estimator: str, code_dim: int, simvq: bool
 ) -> None:
@@ -424,3 +386,37 @@ def simvq_conflict(update: str, dead_code_threshold: float, prefix: str = "") ->
             "code is a row of C W, not a free vector to re-seed"
         )
     return None
+
+
+def _build(vq, model, input_shape: tuple[int, ...], channel_dim: int) -> nn.Module:
+    """``vq.kind=single``: vqlab's layer, or the peer library's in its place (``vq.impl``)."""
+    layer, extra = VectorQuantizer, {"search": vq.search}
+    if vq.impl == "vector_quantize_pytorch":
+        from vqlab.quantizers.peer import PeerQuantizer as layer
+
+        extra = {}
+    return layer(
+        model.latent_dim,
+        vq.codebook_size,
+        update=vq.update,
+        beta=vq.beta,
+        decay=vq.decay,
+        eps=vq.eps,
+        dead_code_threshold=vq.dead_code_threshold,
+        channel_dim=channel_dim,
+        estimator=vq.estimator,
+        normalize=vq.normalize,
+        code_dim=vq.code_dim,
+        simvq=vq.simvq,
+        **extra,
+    )
+
+
+QUANTIZERS.register(
+    "single",
+    QuantizerEntry(
+        build=_build,
+        options=("impl", "estimator", "normalize", "code_dim", "simvq", "dead_code_threshold"),
+        title="single-scale layer",
+    ),
+)

@@ -66,7 +66,7 @@ def init_codebook(
         z = z[keep.to(z.device)]
     vq = config.vq
     q = model.quantizer
-    if vq.kind == "multiscale" and vq.ms_init != "finest":
+    if hasattr(q, "init_from_latents") and vq.ms_init != "finest":
         # the latents of the encoded images themselves: the sample is drawn across scales
         z_e = gather_rows(encode_latents(model, data.train_x[shard(rows, dist)], device), dist)
         how, seed = vq.ms_init, config.seed

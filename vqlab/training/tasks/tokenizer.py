@@ -29,6 +29,7 @@ from vqlab.data.dataset import Dataset, load_dataset
 from vqlab.errors import ConfigError
 from vqlab.models.autoencoder import VQAutoencoder
 from vqlab.models.registry import build_model
+from vqlab.registry import QUANTIZERS
 from vqlab.training.distributed import Dist, check_batch, shard, wrap
 from vqlab.training.evaluate import SAMPLES_FILE, encode_all, evaluate
 from vqlab.training.feed import BatchSampler, init_codebook
@@ -94,7 +95,7 @@ class TokenizerTask:
     def _check_codebook_fits(self) -> None:
         """Refuse, before any step, a codebook the init could not fill from the training set."""
         vq = self.config.vq
-        if vq.kind in ("fsq", "lfq"):  # a fixed grid: nothing to fit, K may exceed the data
+        if not QUANTIZERS.get(vq.kind).fits_codebook:  # a fixed grid: K may exceed the data
             return
         if vq.init not in ("kmeans", "kmeans++", "sample", "gmm"):  # K distinct vectors or fits
             return
