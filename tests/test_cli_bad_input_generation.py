@@ -70,6 +70,8 @@ def world(tmp_path_factory):
     save_featnet(net, root / "featnet", {"image_shape": [3, 16, 16]})
     save_featnet(net, root / "featnet32", {"image_shape": [3, 32, 32]})  # scores 32-pixel images
     base = dict(np.load(tokens))
+    empty = {k: base[k][:0] for k in ("train_ids", "test_ids", "train_labels", "test_labels")}
+    _tokens(root / "no_rows.npz", base, **empty)
     _tokens(
         root / "no_test.npz",
         base,
@@ -99,6 +101,12 @@ def world(tmp_path_factory):
 
 CASES = [
     # (id, argv, fragment of the one error line, a path that must not be created)
+    (
+        "prior-no-rows",
+        ["train", "--out", "{w}/o", *_sets(*PRIOR, "data.path={w}/no_rows.npz")],
+        "train_ids is empty",
+        "{w}/o",
+    ),
     (
         "prior-test-split-empty",
         ["train", "--out", "{w}/o", *_sets(*PRIOR, "data.path={w}/no_test.npz")],

@@ -60,14 +60,19 @@ def _without_seconds(path: Path) -> dict:
     return summary
 
 
+# hang guards only: on the 2-core machine at load 14 (two CPU-bound processes beside the suite)
+# this test took 165 s, near the old 120 s limit (issue 25); longer waits test the same thing
+HANG_SECONDS = 900
+
+
 def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path):
     ref = _vqlab(*_train_args(tmp_path / "ref"))  # runs alongside on the second core
     victim = _vqlab(*_train_args(tmp_path / "cut"))
     state = tmp_path / "cut" / "checkpoint" / "state.json"
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + HANG_SECONDS
     while _resumable_step(state) is None:
         assert victim.poll() is None, victim.stderr.read().decode()[-2000:]
-        assert time.monotonic() < deadline, "no checkpoint within 120 s"
+        assert time.monotonic() < deadline, f"no checkpoint within {HANG_SECONDS} s"
         time.sleep(0.005)
     victim.kill()  # SIGKILL: no cleanup of any kind
     victim.wait()
@@ -75,8 +80,8 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path):
     step = _resumable_step(state)
     assert step in (50, 100, 150, 200, 250)
     resumed = _vqlab("train", "--resume", str(tmp_path / "cut"), "--quiet")
-    assert resumed.wait(timeout=180) == 0, resumed.stderr.read().decode()[-2000:]
-    assert ref.wait(timeout=180) == 0, ref.stderr.read().decode()[-2000:]
+    assert resumed.wait(timeout=HANG_SECONDS) == 0, resumed.stderr.read().decode()[-2000:]
+    assert ref.wait(timeout=HANG_SECONDS) == 0, ref.stderr.read().decode()[-2000:]
 
     assert _without_seconds(tmp_path / "cut" / "summary.json") == _without_seconds(
         tmp_path / "ref" / "summary.json"
