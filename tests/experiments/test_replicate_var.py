@@ -100,6 +100,15 @@ def test_var_gpu_preset_builds_valid_configs(tmp_path):
     assert {c[2].prior.kind for c in priors} == {"var"} and priors[0][2].prior.depth == 16
 
 
+def test_tokenizer_set_reaches_the_tokenizer_configs(tmp_path):
+    p = {**var.VAR_PRESETS["cpu"], "tokenizer_set": {"vq.loss_on": "final", "model.norm_groups": 8}}
+    configs = [r[2] for r in var.tokenizer_runs_var(tmp_path, p, tmp_path / "percepnet")]
+    assert {(c.vq.loss_on, c.model.norm_groups) for c in configs} == {("final", 8)}
+    plain = {k: v for k, v in p.items() if k != "tokenizer_set"}
+    configs = [r[2] for r in var.tokenizer_runs_var(tmp_path, plain, tmp_path / "percepnet")]
+    assert {(c.vq.loss_on, c.model.norm_groups) for c in configs} == {("every_scale", 32)}
+
+
 def test_scale_spread_by_hand():
     import torch
 

@@ -122,13 +122,15 @@ TOKENIZER_COLUMNS = [
 
 def tokenizer_runs_var(data, preset: dict, percepnet: str | Path) -> list:
     """(name, assignment, config) of the multi-scale tokenizers: both strategies, each
-    ``init_ways`` way, on the tokenizer replication's MSE + perceptual settings."""
+    ``init_ways`` way, on the tokenizer replication's MSE + perceptual settings, with the
+    preset's ``tokenizer_set`` keys on top (e.g. ``vq.loss_on``, ``model.norm_groups``)."""
     _, base = tokenizer_runs(data, preset["tokenizer_preset"], percepnet)
     base = {
         **base,
         "vq.kind": "multiscale",
         "vq.scales": preset["scales"],
         "vq.codebook_size": str(preset["codebook_size"]),
+        **{k: str(v) for k, v in preset.get("tokenizer_set", {}).items()},
     }
     grid = {"train.strategy": ["standard", "deferred"], "vq.ms_init": list(preset["init_ways"])}
     return expand(base, [], grid)
@@ -433,6 +435,10 @@ def _write_report(job: Job, tok_rows, rows, reference, timing) -> None:
         *job.how_made(
             f"- preset: `{preset}`; runs trained {job.jobs} at a time; data: `{job.data}` (if "
             "`../shared/data/cifar10`: the JPEG re-encoded copy)",
+            "- tokenizers: the tokenizer replication's `"
+            + p["tokenizer_preset"]
+            + "` preset"
+            + "".join(f", `{k}={v}`" for k, v in p.get("tokenizer_set", {}).items()),
             "- prior: " + ", ".join(f"`{k}={v}`" for k, v in p["prior"].items()),
             "- sampler: " + ", ".join(f"`{s}`" for s in p["sample"]),
             "- wall time by stage (from the invocation that did it; `timing.json`): "
