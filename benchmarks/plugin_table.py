@@ -113,7 +113,7 @@ def summarise(out: Path) -> None:
              "| data | arm | seeds | usage | perplexity | recon MSE | wall s |",
              "|---|---|---|---|---|---|---|"]  # fmt: skip
     order = ["standard", "deferred-plugin", "deferred-engine", "deferred-plugin-all",
-             "standard-engine"]  # fmt: skip
+             "deferred-plugin-counts", "standard-engine"]  # fmt: skip
     rows.sort(key=lambda r: (r["data"] != "synthetic", r["arm"].split("/")[0],
                              order.index(r["arm"].split("/")[1]), r["seed"]))  # fmt: skip
     groups: dict[tuple, list] = {}
@@ -155,6 +155,9 @@ def main(argv: list[str] | None = None) -> None:
         help="also an arm sampling this many calls (the whole pretraining)",
     )
     p.add_argument("--out", type=Path, default=ROOT / "results" / "plugin-cpu")
+    p.add_argument(
+        "--arms", default="", help="only these arms (comma-separated, e.g. deferred-engine)"
+    )
     p.add_argument("--report-only", action="store_true", help="rewrite report.md, run nothing")
     args = p.parse_args(argv)
     if args.report_only:
@@ -165,6 +168,8 @@ def main(argv: list[str] | None = None) -> None:
     for seed in (int(s) for s in args.seeds.split(",")):
         for loop in args.loops.split(","):
             for arm, (kind, extra) in arms(loop, args.engine_standard, args.window).items():
+                if args.arms and arm.split("/")[1] not in args.arms.split(","):
+                    continue
                 result = (
                     args.out / "runs" / args.data / f"{arm.replace('/', '--')}__seed={seed}.json"
                 )

@@ -88,7 +88,7 @@ def broadcast_module(module: nn.Module) -> None:
 
 
 def fit_sample(
-    quantizer: nn.Module, family: Family, x: torch.Tensor, *, iters: int, seed: int, per_call: float
+    quantizer: nn.Module, family: Family, x: torch.Tensor, *, iters: int, seed: int
 ) -> None:
     """Fit ``quantizer`` on rank 0 to the gathered sample (rows of every rank; ``x`` is this
     rank's), then broadcast it. Refuses a sample with fewer rows than codes."""
@@ -100,7 +100,7 @@ def fit_sample(
             "the switch; raise switch_at or init_samples (or give init_codebook_ more latents)"
         )
     if _rank() == 0:
-        family.fit(quantizer, x, iters=iters, seed=seed, per_call=per_call)
+        family.fit(quantizer, x, iters=iters, seed=seed)
     broadcast_module(quantizer)
 
 
@@ -180,8 +180,7 @@ class DeferredQuantizer(nn.Module):
     def forward(self, z_e: torch.Tensor, *args, **kwargs):
         if self.phase == "pretrain" and self.training:
             if self.calls >= self.switch_at:
-                rows = self.family.rows(self.quantizer, z_e).shape[0]
-                self.switch(per_call=rows * world_size())
+                self.switch()
             else:
                 if self.calls >= self.switch_at - self.sample_window:
                     self._sample(z_e)
@@ -200,9 +199,8 @@ class DeferredQuantizer(nn.Module):
         self.reservoir.add(self.family.rows(self.quantizer, z_e).float())
 
     @torch.no_grad()
-    def switch(self, per_call: float = 1.0) -> None:
-        """Fit the codebook to the reservoir now (every rank must call it) and start quantizing.
-        per_call: input rows a training call feeds the codebook (all ranks)."""
+    def switch(self) -> None:
+        """Fit the codebook to the reservoir now (every rank must call it) and start quantizing."""
         if self.reservoir is None:
             raise ValueError("DeferredQuantizer has sampled no training inputs to fit the codebook")
         sample = self.reservoir.sample()
@@ -212,7 +210,6 @@ class DeferredQuantizer(nn.Module):
             sample,
             iters=self.kmeans_iters,
             seed=self.seed,
-            per_call=per_call,
         )
         self.phase, self.reservoir = "quantize", None
 
@@ -282,16 +279,15 @@ def init_codebook_(
         [latents_or_loader] if isinstance(latents_or_loader, torch.Tensor) else latents_or_loader
     )
     size = math.ceil(_check_count(samples, "samples", 1) / world_size())
-    reservoir, per_call = ReservoirSampler(size, seed=seed + _rank()), None
+    reservoir = ReservoirSampler(size, seed=seed + _rank())
     for batch in batches:
         if encoder is not None:
             batch = encoder(batch[0] if isinstance(batch, (tuple, list)) else batch)
         rows = family.rows(target, batch).float()
-        per_call = per_call or rows.shape[0] * world_size()
         reservoir.add(rows)
-    if per_call is None:
+    if reservoir.seen == 0:
         raise ValueError("init_codebook_ got no latents (an empty loader)")
-    fit_sample(target, family, reservoir.sample(), iters=iters, seed=seed, per_call=per_call)
+    fit_sample(target, family, reservoir.sample(), iters=iters, seed=seed)
     if deferred is not None:
         deferred.phase, deferred.reservoir = "quantize", None
     return quantizer
