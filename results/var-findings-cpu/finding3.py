@@ -28,7 +28,7 @@ FEATNET = Path("results/featnet-cifar10")
 WORK = Path("runs/var-findings")
 TOKENIZER = WORK / sys.argv[1] if len(sys.argv) > 1 else WORK / "standard__every_scale__g32"
 OUT = WORK / f"f3__{TOKENIZER.name}"
-STEPS, N = 500, 2000
+STEPS, N = 300, 1000
 PRIOR = {
     "prior.kind": "var", "prior.depth": 2, "prior.width": 128, "prior.heads": 4,
     "prior.dropout": 0.1, "prior.class_dropout": 0.1, "train.steps": STEPS,
