@@ -115,7 +115,7 @@ def _d2_sample(
 
     ``d²`` is kept as a running minimum that one (N,) pass per pick updates. Scoring the
     candidates is one (n_trials, rows) GEMM per row tile of at most ``max_bytes`` of fp32
-    distances (4 MiB at most on the CPU, as in :func:`nearest_code`), so the work is
+    distances (``CPU_TILE_BYTES`` at most on the CPU, as in :func:`nearest_code`), so the work is
     O(N k D n_trials) and the memory O(N) plus one tile. Returns (k,) int64.
 
     cuda_graph: replay the picks as CUDA graphs (default: on CUDA when ``k >= 256``). Each
