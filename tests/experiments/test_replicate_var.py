@@ -1,6 +1,7 @@
 """vqlab replicate var at toy size: multi-scale tokenizers, per-scale tables, VAR priors."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -9,7 +10,7 @@ from test_replicate_tokenizer import TOY_TOKENIZER_PRESET
 
 from vqlab.evaluation.generation import token_usage
 from vqlab.experiments import replications, tokenizer, var
-from vqlab.reports.results import read_results
+from vqlab.reports.results import read_results, write_results
 
 
 def _toy(monkeypatch):
@@ -74,9 +75,24 @@ def test_replicate_var_at_toy_size(tmp_path, monkeypatch):
         )
         assert [c["scale"] for c in spread] == [1, 2, 4]
         assert all(c["second_code"] >= c["nearest_code"] >= 0 for c in spread)
+    # the per-scale perplexity over training: a plot and the settling table
+    assert (out / "plots" / "per_scale_training.png").is_file()
+    assert "Has the per-scale perplexity settled?" in report
+    # an earlier run kept in before/: the report's "What changed and why" pairs it with this one
+    (out / "before").mkdir()
+    before_gen = [{**r, "g_fd": 99.0} for r in read_results(out / "results.csv")]
+    write_results(out / "before" / "results.csv", before_gen)
+    shutil.copy(out / "tokenizers.csv", out / "before" / "tokenizers.csv")
     # everything finished is skipped the second time
     again = replications.replicate("var", out, data=data, progress=False, command="t")
     assert [r["g_fd"] for r in again] == [r["g_fd"] for r in rows]
+    report = (out / "report.md").read_text()
+    assert "## What changed and why" in report and "| vq.loss_on |" in report
+    for strategy in ("standard", "deferred"):
+        g = np.mean([r["g_fd"] for r in rows if r["tokenizer"] == strategy])
+        assert f"| {strategy} | 99 -> {g:.3g} |" in report
+    p1 = next(t for t in toks if t["strategy"] == "deferred" and t["ms_init"] == "finest")
+    assert f"{p1['r_fd']:.3g} -> {p1['r_fd']:.3g}" in report
 
 
 def test_sample_scale_perplexity_by_hand():
@@ -126,3 +142,31 @@ def test_scale_spread_by_hand():
     # scale 2: the constant images are taken whole at scale 1, so every residual is 0
     assert fine["input_spread"] == pytest.approx(0.0, abs=1e-6)
     assert fine["second_code"] == pytest.approx(1.0)
+
+
+def test_scale_curve_and_settling_by_hand(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    evals = [  # step, perplexity at p=1 and p=2
+        (0, 1.0, 10.0), (50, 1.0, 20.0), (100, 2.0, 40.0), (150, 2.0, 50.0), (199, 2.0, 50.0),
+    ]  # fmt: skip
+    with open(run / "metrics.jsonl", "w") as f:
+        f.write(json.dumps({"step": 10, "phase": "vq", "loss": 1.0}) + "\n")  # not an eval row
+        for step, a, b in evals:
+            per = [
+                {"scale": 1, "perplexity": a, "usage": a / 8},
+                {"scale": 2, "perplexity": b, "usage": b / 64},
+            ]
+            f.write(json.dumps({"step": step, "phase": "vq", "eval": True, "per_scale": per}))
+            f.write("\n")
+    curve = var.scale_curve(run)
+    assert len(curve) == 10 and curve[0] == {
+        "step": 0, "phase": "vq", "scale": 1, "perplexity": 1.0, "usage": 0.125
+    }  # fmt: skip
+    # last step 199, window 100: compared with the latest eval at or before step 99 (step 50)
+    s = var.settling(curve, 100)
+    assert s[1] == (2.0, pytest.approx(0.5)) and s[2] == (50.0, pytest.approx(0.6))
+    # window 50: from step 149 back, step 100
+    assert var.settling(curve, 50)[2] == (50.0, pytest.approx(0.2))
+    # a window longer than the run: from the first eval
+    assert var.settling(curve, 1000)[2] == (50.0, pytest.approx(0.8))

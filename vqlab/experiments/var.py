@@ -48,6 +48,48 @@ VAR_PRESETS: dict[str, dict[str, Any]] = {
         "tokenizer_preset": "cpu",
         "codebook_size": 1024,
         "scales": "1,2,3,4,6,8",  # minVAR's CIFAR-10 scales, L = 130
+        # issue 22 (results/var-findings-cpu): the commitment on the final reconstruction, not
+        # VAR's average over scales, which shrank the latents and stranded deferred's codebook;
+        # 8 groups in the encoder's norms, since 32 groups on width 16's 32 channels are an
+        # InstanceNorm that flattens the image-mean latent the 1x1 scale quantizes; evaluated
+        # every 50 steps so that the per-scale perplexity over training can be read
+        "tokenizer_set": {"vq.loss_on": "final", "model.norm_groups": 8, "train.eval_every": 50},
+        # what the re-run of issue 22 changed (the report's "What changed and why"; the earlier
+        # run's CSVs are kept in OUT/before/)
+        "changes": [
+            {
+                "setting": "vq.loss_on",
+                "before": "every_scale (VAR's average over scales)",
+                "after": "final",
+                "why": "the averaged commitment halved the latents' spread and "
+                "stranded deferred's k-means codebook (results/var-findings-cpu, finding 1)",
+            },
+            {
+                "setting": "model.norm_groups",
+                "before": "32 (an InstanceNorm at width 16)",
+                "after": "8",
+                "why": "one channel per group removed each image's mean, so the "
+                "1x1 scale's input barely varied (finding 2)",
+            },
+            {
+                "setting": "prior.label_smoothing",
+                "before": "0.1",
+                "after": "0 (VAR's)",
+                "why": "a temperature-1 sampler drew the smoothing floor (finding 3)",
+            },
+            {
+                "setting": "sampler top-k / top-p",
+                "before": "none",
+                "after": "900 / 0.96 (VAR's)",
+                "why": "VAR's own sampler; trims the prior's tail (finding 3)",
+            },
+            {
+                "setting": "tokenizer train.eval_every",
+                "before": "125",
+                "after": "50",
+                "why": "to read the per-scale perplexity over training",
+            },
+        ],
         # pyramid, the third way, did not fit this preset's 2.5 hours (the VAR priors cost
         # ~1 s a step on a core); the gpu preset runs it
         "init_ways": ["finest", "coarse_then_all"],
@@ -201,6 +243,76 @@ def _spread_of_run(run: Path, data, limit: int) -> list[dict[str, float]]:
     return json.loads(cached.read_text())
 
 
+def scale_curve(run: Path) -> list[dict]:
+    """Per eval row of a multi-scale tokenizer run and scale: ``step``, ``phase``, ``scale``,
+    ``perplexity`` and ``usage`` (on the run's eval images), from its metrics.jsonl."""
+    from vqlab.training.logging import read_metrics
+
+    return [
+        {"step": r["step"], "phase": r.get("phase"), "scale": s["scale"],
+         "perplexity": s["perplexity"], "usage": s["usage"]}
+        for r in read_metrics(run) if r.get("eval")
+        for s in r.get("per_scale") or []
+    ]  # fmt: skip
+
+
+def settling(curve: list[dict], window: int) -> dict[int, tuple[float, float]]:
+    """Per scale: (the last eval's perplexity, its relative change over the last ``window``
+    steps), the change taken from the latest eval at or before ``last step - window`` (from
+    the first eval when none is that early)."""
+    out = {}
+    for scale in sorted({int(r["scale"]) for r in curve}):
+        pts = sorted((int(r["step"]), float(r["perplexity"])) for r in curve if r["scale"] == scale)
+        last_step, last = pts[-1]
+        early = [p for st, p in pts if st <= last_step - window] or [pts[0][1]]
+        out[scale] = (last, (last - early[-1]) / last)
+    return out
+
+
+SETTLE_WINDOW = 100  # steps over which the report reads whether a scale's perplexity settled
+
+
+def _settling_table(tok_rows: list[dict], p: dict) -> str:
+    """Per tokenizer and scale: final perplexity (change over the last SETTLE_WINDOW steps)."""
+    sides = [int(s) for s in p["scales"].split(",")]
+    table = []
+    for r in tok_rows:
+        settled = settling(scale_curve(r["folder"]), SETTLE_WINDOW)
+        row = {"tokenizer": f"{r['strategy']}, {r['ms_init']}"}
+        for side in sides:
+            if side in settled:
+                last, change = settled[side]
+                row[f"p={side}"] = f"{last:.0f} ({100 * change:+.0f}%)"
+        table.append(row)
+    return markdown_table(table, ["tokenizer", *(f"p={s}" for s in sides)])
+
+
+def _changes(out: Path, tok_rows: list[dict], rows: list[dict], p: dict) -> list[str]:
+    """The "What changed and why" section against the earlier run kept in ``out/before``."""
+    from vqlab.reports.changes import before_after, changes_section, read_before
+
+    if not p.get("changes"):
+        return []
+    sides = [int(s) for s in p["scales"].split(",")]
+    tok_metrics = ["r_fd", "recon_mse", "perplexity", "usage", *(f"perplexity_p{s}" for s in sides)]
+    gen_metrics = ["g_fd", "class_consistency", "pixel_distance", "sample_perplexity",
+                   "sample_codes_used", f"sample_perplexity_p{sides[0]}"]  # fmt: skip
+    tables = []
+    before_tok, before_gen = read_before(out, "tokenizers.csv"), read_before(out, "results.csv")
+    if before_tok is not None:
+        tables.append((
+            "Tokenizers, before -> after (test set):",
+            before_after(before_tok, [_flat(r) for r in tok_rows],
+                         lambda r: f"{r['strategy']}, {r['ms_init']}", tok_metrics),
+        ))  # fmt: skip
+    if before_gen is not None:
+        tables.append((
+            "VAR priors, before -> after (mean over seeds):",
+            before_after(before_gen, rows, lambda r: str(r["tokenizer"]), gen_metrics),
+        ))  # fmt: skip
+    return changes_section(p["changes"], tables)
+
+
 def scale_rows(tok_rows: list[dict]) -> list[dict]:
     """One row per tokenizer and scale from the evaluation's ``per_scale`` (test set)."""
     out = []
@@ -272,8 +384,9 @@ def _sample_scales(out: Path, rows: list[dict], tokens: dict[str, Path]) -> None
 
 
 def _plots(out: Path, tok_rows: list[dict], rows: list[dict]) -> None:
-    """plots/per_scale.png: the tokenizers' perplexity and usage against scale."""
-    from vqlab.reports.plots import plot_against
+    """plots/per_scale.png: the tokenizers' perplexity and usage against scale;
+    plots/per_scale_training.png: each tokenizer's per-scale perplexity over training."""
+    from vqlab.reports.plots import plot_against, plot_per_scale_over_training
 
     (out / "plots").mkdir(exist_ok=True)
     plot_against(
@@ -284,6 +397,12 @@ def _plots(out: Path, tok_rows: list[dict], rows: list[dict]) -> None:
         series="tokenizer",
         title="Multi-scale tokenizers: test-set perplexity and usage per scale",
         xlabel="scale (side p_k)",
+    )
+    plot_per_scale_over_training(
+        {f"{r['strategy']}, {r['ms_init']}": scale_curve(r["folder"]) for r in tok_rows},
+        "perplexity",
+        out / "plots" / "per_scale_training.png",
+        title="Per-scale perplexity over training (eval images)",
     )
 
 
@@ -380,6 +499,7 @@ def _write_report(job: Job, tok_rows, rows, reference, timing) -> None:
         f"ResNet): **not FID**; its real-against-real floor is FD {floor:.3f}. Perplexity and "
         "usage are over the test set.",
         "",
+        *_changes(out, tok_rows, rows, p),
         "## Tokenizers",
         "",
         *_findings(tok_rows, rows, p),
@@ -392,6 +512,13 @@ def _write_report(job: Job, tok_rows, rows, reference, timing) -> None:
         _scale_table(tok_rows, rows, p),
         "",
         "![per scale](plots/per_scale.png)",
+        "",
+        "Has the per-scale perplexity settled? Each tokenizer's last evaluation per scale, with "
+        f"its change over the last {SETTLE_WINDOW} steps (eval images; `metrics.jsonl`):",
+        "",
+        _settling_table(tok_rows, p),
+        "",
+        "![per scale over training](plots/per_scale_training.png)",
         "",
         "Why a scale collapses: what each scale quantizes (the area-downsampled latent at the "
         "coarsest, residuals after) spreads around its mean by the first number (RMS, test "

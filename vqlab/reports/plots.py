@@ -214,3 +214,28 @@ def plot_bars(
         ax.grid(axis="x", alpha=0.3)
     axes[0, 0].legend(fontsize=8)
     return _save(fig, out, title)
+
+
+def plot_per_scale_over_training(
+    curves: dict[str, list[dict[str, Any]]], metric: str, out: str | Path, title: str = ""
+) -> Path:
+    """One panel per run label; one line per scale of ``metric`` against step. ``curves`` maps a
+    label to rows with ``step``, ``scale`` and the metric (e.g. from a multi-scale tokenizer's
+    eval rows)."""
+    n = max(len(curves), 1)
+    fig, axes = plt.subplots(1, n, figsize=(4.2 * n, 3.6), squeeze=False, sharey=True)
+    for ax, (label, rows) in zip(axes[0], curves.items()):
+        by_scale: dict[int, list[tuple[int, float]]] = defaultdict(list)
+        for r in rows:
+            if r.get(metric) is not None:
+                by_scale[int(r["scale"])].append((int(r["step"]), float(r[metric])))
+        for scale, pts in sorted(by_scale.items()):
+            pts.sort()
+            ax.plot(*zip(*pts), marker=".", label=f"p={scale}")
+        ax.set_title(label, fontsize=9)
+        ax.set_xlabel("step")
+        ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+    axes[0, 0].set_ylabel(metric)
+    axes[0, 0].legend(fontsize=7)
+    return _save(fig, out, title)
