@@ -6,7 +6,7 @@ import numpy as np
 from image_fixtures import image_folder
 
 from vqlab.experiments import replications, tokenizer
-from vqlab.reports.results import read_results
+from vqlab.reports.results import read_results, write_results
 
 
 def test_replicate_tokenizer_at_toy_size(tmp_path, monkeypatch):
@@ -105,10 +105,20 @@ def test_replicate_generation_at_toy_size(tmp_path, monkeypatch):
     # everything finished is skipped the second time, and the stage times are kept
     first = json.loads((out / "timing.json").read_text())
     assert set(first) == {"tokenizers", "tokenize", "priors", "sample and score"}
+    assert "## What changed and why" in report and "| prior.label_smoothing |" in report
+    assert " -> " not in report  # no earlier run kept: the settings only
+    # an earlier run kept in before/ is paired with this one, seeds averaged
+    (out / "before").mkdir()
+    before = [{**r, "class_consistency": 0.125} for r in read_results(out / "results.csv")]
+    write_results(out / "before" / "results.csv", before)
     again = replications.replicate("generation", out, data=data, progress=False, command="t")
     assert [r["g_fd"] for r in again] == [r["g_fd"] for r in rows]
     assert json.loads((out / "timing.json").read_text()) == first
-    assert "deferred tokenizer's training (its run)" in (out / "report.md").read_text()
+    report = (out / "report.md").read_text()
+    assert "deferred tokenizer's training (its run)" in report
+    for strategy in ("standard", "deferred"):
+        cc = np.mean([r["class_consistency"] for r in rows if r["tokenizer"] == strategy])
+        assert f"0.125 -> {cc:.3g} |" in report
 
 
 def test_gpu_presets_build_valid_configs_at_the_papers_scale(tmp_path):

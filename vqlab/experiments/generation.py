@@ -55,6 +55,17 @@ GENERATION_PRESETS: dict[str, dict[str, Any]] = {
             "train.eval_every": 1000,
         },
         "sample": ["sample.steps=8", "sample.choice_temperature=4.5", "sample.temperature=1.0"],
+        # what the re-run of issue 22 changed (the report's "What changed and why"; the earlier
+        # run's results.csv is kept in OUT/before/)
+        "changes": [
+            {
+                "setting": "prior.label_smoothing",
+                "before": "0.1 (MaskGIT's official config)",
+                "after": "0",
+                "why": "on toy token grids a prior trained at 0.1 sampled its "
+                "class's grid 69% of the time, at 0 99.5% (results/var-findings-cpu)",
+            },
+        ],
     },
     # the papers' scale (ImageNet-100 at 128 px, K = 16384, 16x16 tokens); not run here
     "gpu": {
@@ -241,6 +252,24 @@ def mean_std(rows: list[dict], strategy: str, key: str) -> str:
     return f"{np.mean(vals):.3f} ± {np.std(vals, ddof=1):.3f}"
 
 
+def changes_lines(out: Path, rows: list[dict], p: dict, extra: list[str]) -> list[str]:
+    """The "What changed and why" section of a re-run: the preset's ``changes`` and the
+    priors' metrics (plus ``extra``) before -> after, seeds averaged, against the earlier run's
+    ``out/before/results.csv``."""
+    from vqlab.reports.changes import before_after, changes_section, read_before
+
+    if not p.get("changes"):
+        return []
+    metrics = ["g_fd", "class_consistency", "pixel_distance", "sample_perplexity",
+               "sample_codes_used", *extra]  # fmt: skip
+    before = read_before(out)
+    tables = [] if before is None else [(
+        "Priors, before -> after (mean over seeds):",
+        before_after(before, rows, lambda r: str(r["tokenizer"]), metrics),
+    )]  # fmt: skip
+    return changes_section(p["changes"], tables)
+
+
 def stage_times(out: Path, timing: dict[str, float]) -> dict[str, float]:
     """Each stage's wall time from the invocation that did its work: ``out/timing.json`` keeps
     the longest time seen per stage, since an invocation that finds a stage finished only
@@ -320,6 +349,7 @@ def _write_report(job: Job, rows, reference, timing) -> None:
         "",
         markdown_table(table, ["strategy", *METRICS]),
         "",
+        *changes_lines(out, rows, p, ["val_masked_accuracy"]),
         "The papers' numbers (ImageNet-100, 128 px, K=16384, Inception FID) for orientation "
         "only; scale, data and metric network all differ:",
         "",
