@@ -21,13 +21,10 @@ Writes ``threads_cpu_torch<version>.csv`` and ``.json`` to ``--out-dir``.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
-import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 
@@ -66,15 +63,9 @@ def child(args: argparse.Namespace) -> dict:
             (loss + quantized.square().mean()).backward()
 
         steps[kind] = step
-    for fn in steps.values():  # warm-up
-        fn()
-    times: dict[str, list] = {kind: [] for kind in steps}
-    for _ in range(args.repeats):
-        for kind, fn in steps.items():
-            t0 = time.perf_counter()
-            fn()
-            times[kind].append(time.perf_counter() - t0)
-    ms = {kind: 1e3 * statistics.median(t) for kind, t in times.items()}
+    from _timing import interleaved_ms
+
+    ms = interleaved_ms(steps, args.repeats)
     return {"torch_threads": torch.get_num_threads(),
             "interop_threads": torch.get_num_interop_threads(), "vqlab_ms": ms["vqlab"],
             "peer_ms": ms["peer"], "x_peer": ms["vqlab"] / ms["peer"]}  # fmt: skip
@@ -99,16 +90,9 @@ def main() -> None:
         rows.append(row)
         print(row, flush=True)
     import torch
+    from _timing import write_rows
 
-    stem = args.out_dir / f"threads_cpu_torch{torch.__version__.replace('+', '-')}"
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    Path(f"{stem}.json").write_text(json.dumps({"rows": rows}, indent=1) + "\n")
-    keys = list(dict.fromkeys(key for r in rows for key in r))
-    with open(f"{stem}.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=keys)
-        w.writeheader()
-        w.writerows(rows)
-    print(f"wrote {stem}.csv and .json")
+    write_rows(args.out_dir / f"threads_cpu_torch{torch.__version__.replace('+', '-')}", rows)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 import torch
+from _timing import interleaved_ms
 
 
 def parse_args() -> argparse.Namespace:
@@ -97,15 +98,7 @@ def main() -> None:
     x = torch.rand(args.batch, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
     models = {kind: build(kind, args) for kind in ("single", "multiscale")}
     steps = {kind: make_step(m, x) for kind, m in models.items()}
-    for fn in steps.values():  # warm-up
-        fn()
-    times: dict[str, list] = {kind: [] for kind in steps}
-    for _ in range(args.repeats):
-        for kind, fn in steps.items():
-            t0 = time.perf_counter()
-            fn()
-            times[kind].append(time.perf_counter() - t0)
-    ms = {kind: 1e3 * statistics.median(t) for kind, t in times.items()}
+    ms = interleaved_ms(steps, args.repeats)
     lines = [
         f"# benchmarks/profile_multiscale.py {vars(args)}",
         f"# torch {torch.__version__}, threads {torch.get_num_threads()}, "

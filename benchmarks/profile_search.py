@@ -34,17 +34,16 @@ Writes ``search_profile_cpu_torch<version>.csv`` and ``.json`` to ``--out-dir``.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import platform
 import re
-import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from _timing import interleaved_ms, write_rows
 
 from vqlab.quantizers.nearest_torch import (
     AUGMENT_MAX_D,
@@ -72,15 +71,7 @@ def parse_args() -> argparse.Namespace:
 
 def interleaved(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
     """Median seconds of each fn, called in turn (one warm-up round first)."""
-    for fn in fns.values():
-        fn()
-    times: dict[str, list] = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t0)
-    return {name: statistics.median(t) for name, t in times.items()}
+    return {name: ms / 1e3 for name, ms in interleaved_ms(fns, repeats).items()}
 
 
 def bounds(peak_n: int, repeats: int) -> dict[str, float]:
@@ -205,15 +196,7 @@ def main() -> None:
             print(" ".join(f"{key}={v:.3g}" if isinstance(v, float) else f"{key}={v}"
                            for key, v in r.items()), flush=True)  # fmt: skip
     env["loadavg_at_end"] = os.getloadavg()
-    stem = args.out_dir / f"search_profile_cpu_torch{slug(torch.__version__)}"
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    Path(f"{stem}.json").write_text(json.dumps({"env": env, "rows": rows}, indent=1) + "\n")
-    keys = list(dict.fromkeys(key for r in rows for key in r))
-    with open(f"{stem}.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=keys)
-        w.writeheader()
-        w.writerows(rows)
-    print(f"wrote {stem}.csv and .json")
+    write_rows(args.out_dir / f"search_profile_cpu_torch{slug(torch.__version__)}", rows, env=env)
 
 
 if __name__ == "__main__":
