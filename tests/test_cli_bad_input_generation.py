@@ -344,6 +344,14 @@ def test_a_prior_run_samples_from_anywhere_and_refuses_a_changed_tokenizer(
     assert len(np.load("s/samples.npz")["ids"]) == 3
     assert _run(capsys, "sample", run, "--n", "2", "--out", "s", "--quiet", "--overwrite")[0] == 0
     assert len(np.load("s/samples.npz")["ids"]) == 2
+    # --device auto: the GPU when torch sees one, else the CPU (the same ids as cpu here)
+    if not torch.cuda.is_available():
+        code, _, err = _run(capsys, "sample", run, "--n", "2", "--out", "a", "--quiet",
+                            "--device", "auto")  # fmt: skip
+        assert code == 0, err
+        np.testing.assert_array_equal(
+            np.load("a/samples.npz")["ids"], np.load("s/samples.npz")["ids"]
+        )
     # the tokenizer's weights change: its codes are no longer the ones the prior learned
     tok = tmp_path / "tok"
     shutil.copytree(world / "tok", tok)

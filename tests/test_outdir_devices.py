@@ -54,6 +54,7 @@ def test_out_file_rule(tmp_path):
         ("cuda", ("cuda", None)),
         ("cuda:3", ("cuda", 3)),
         (" cpu", ("cpu", None)),
+        ("auto", ("auto", None)),
     ],
 )
 def test_device_spellings(name, parsed):
@@ -67,7 +68,8 @@ def test_any_device_text_parses_or_is_one_config_error(text):
     except ConfigError as err:
         assert "\n" not in str(err) and "not a device" in str(err)
     else:
-        assert kind in ("cpu", "cuda") and (index is None or index >= 0)
+        assert kind in ("cpu", "cuda", "auto") and (index is None or index >= 0)
+        assert index is None or kind == "cuda"
 
 
 def test_devices_this_machine_lacks(monkeypatch):
@@ -75,6 +77,9 @@ def test_devices_this_machine_lacks(monkeypatch):
 
     assert resolve_device("cpu") == torch.device("cpu")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto") == torch.device("cpu")
+    with pytest.raises(ConfigError, match="not a device"):
+        check_device_name("auto:1")
     with pytest.raises(ConfigError, match="no CUDA device"):
         resolve_device("cuda")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
@@ -82,6 +87,7 @@ def test_devices_this_machine_lacks(monkeypatch):
     with pytest.raises(ConfigError, match="there is no GPU 2; this machine has 2"):
         resolve_device("cuda:2")
     assert resolve_device("cuda:1") == torch.device("cuda", 1)
+    assert resolve_device("auto") == torch.device("cuda", 0)
 
 
 def test_data_kind_from_the_layout(tmp_path):

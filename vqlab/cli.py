@@ -298,7 +298,9 @@ def sample(
         str, typer.Option(help="uniform (classes in turn), none, or a class number.")
     ] = "uniform",
     set_: SetOpt = None,
-    device: Annotated[str, typer.Option(help="cpu, cuda or cuda:N.")] = "cpu",
+    device: Annotated[
+        str, typer.Option(help="cpu, cuda, cuda:N or auto (a GPU if torch sees one).")
+    ] = "cpu",
     overwrite: OverwriteOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
