@@ -9,7 +9,7 @@ from image_fixtures import image_folder
 from test_replicate_tokenizer import TOY_TOKENIZER_PRESET
 
 from vqlab.evaluation.generation import token_usage
-from vqlab.experiments import replications, tokenizer, var
+from vqlab.experiments import replications, tokenizer, var, var_report
 from vqlab.reports.results import read_results, write_results
 
 
@@ -159,14 +159,14 @@ def test_scale_curve_and_settling_by_hand(tmp_path):
             ]
             f.write(json.dumps({"step": step, "phase": "vq", "eval": True, "per_scale": per}))
             f.write("\n")
-    curve = var.scale_curve(run)
+    curve = var_report.scale_curve(run)
     assert len(curve) == 10 and curve[0] == {
         "step": 0, "phase": "vq", "scale": 1, "perplexity": 1.0, "usage": 0.125
     }  # fmt: skip
     # last step 199, window 100: compared with the latest eval at or before step 99 (step 50)
-    s = var.settling(curve, 100)
+    s = var_report.settling(curve, 100)
     assert s[1] == (2.0, pytest.approx(0.5)) and s[2] == (50.0, pytest.approx(0.6))
     # window 50: from step 149 back, step 100
-    assert var.settling(curve, 50)[2] == (50.0, pytest.approx(0.2))
+    assert var_report.settling(curve, 50)[2] == (50.0, pytest.approx(0.2))
     # a window longer than the run: from the first eval
-    assert var.settling(curve, 1000)[2] == (50.0, pytest.approx(0.8))
+    assert var_report.settling(curve, 1000)[2] == (50.0, pytest.approx(0.8))

@@ -1,4 +1,4 @@
-"""benchmarks/_timing.py: interleaved medians and the CSV + JSON rows the scripts write."""
+"""benchmarks/_timing.py, the benchmark scripts' helper: interleaved medians, CSV + JSON rows."""
 
 import csv
 import importlib.util
