@@ -1,5 +1,6 @@
 """The collapse verdict in words, on a collapsed and a healthy run's metrics and on real runs."""
 
+import pytest
 import torch
 
 from vqlab.diagnostics.verdict import THRESHOLDS, collapse_verdict, data_reference
@@ -70,6 +71,7 @@ def test_data_reference_on_two_colours_has_a_perfect_probe():
     assert "data_probe_accuracy" not in data_reference(x, None)
 
 
+@pytest.mark.slow
 def test_diagnose_reports_open_with_the_verdict_on_a_collapsed_and_a_healthy_run(tmp_path):
     # the papers' effect at toy scale (tests/training/test_loop.py): standard quantization
     # uses 11-14% of K=64 codes, deferred 78-100%

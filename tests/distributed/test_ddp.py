@@ -106,6 +106,7 @@ def test_kmeans_init_identical_across_ranks(tmp_path):
     torch.testing.assert_close(c0["codebook"], model.quantizer.codebook, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_every_rank_resumes_after_a_crash(tmp_path):
     spawn(scenario_resume, tmp_path)
     whole = json.loads((tmp_path / "whole" / "summary.json").read_text())
@@ -115,6 +116,7 @@ def test_every_rank_resumes_after_a_crash(tmp_path):
     assert read_metrics(tmp_path / "cut") == read_metrics(tmp_path / "whole")
 
 
+@pytest.mark.slow
 def test_vqlab_train_nproc_launches_torchrun(tmp_path):
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "vqlab", "train", "--nproc", "2", "--quiet", "--out", str(out)]
@@ -127,6 +129,7 @@ def test_vqlab_train_nproc_launches_torchrun(tmp_path):
     assert "--nproc 2" in (out / "command.txt").read_text()
 
 
+@pytest.mark.slow
 def test_a_non_finite_batch_on_one_rank_stops_or_skips_every_rank_alike(tmp_path):
     spawn(scenario_nonfinite, tmp_path)
     seen = [json.loads((tmp_path / f"nonfinite.rank{r}.json").read_text()) for r in (0, 1)]

@@ -89,6 +89,7 @@ def test_replicate_cifar10_needs_data(tmp_path):
         replications.replicate("cifar10", tmp_path / "x", data=None, progress=False)
 
 
+@pytest.mark.slow
 def test_replicate_capacity_and_init(tmp_path, tiny_cifar, monkeypatch):
     monkeypatch.setitem(
         capacity.PRESETS,
@@ -130,6 +131,7 @@ def test_replicate_capacity_and_init(tmp_path, tiny_cifar, monkeypatch):
     assert (tmp_path / "init" / "plots" / "init_gaussian_mixture.png").is_file()
 
 
+@pytest.mark.slow
 def test_replicate_recipes(tmp_path, tiny_cifar, monkeypatch):
     """Every arm (the peer's too, when installed) runs in one sweep, lands in results.csv with
     its recipe name, and the report ranks the arms that finished at every size."""

@@ -10,6 +10,7 @@ from vqlab.reports.results import read_results
 TOY = {**TINY_CONV, "vq.codebook_size": 8, "bridge_steps": 2, "refit_at": 5, "refit_late_at": 7}
 
 
+@pytest.mark.slow
 def test_beat_peer_at_toy_size(tmp_path, tiny_cifar, monkeypatch):  # noqa: F811
     pytest.importorskip("vector_quantize_pytorch")
     toy = {**TOY, "seeds": [0, 1]}

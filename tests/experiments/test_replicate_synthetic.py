@@ -2,10 +2,13 @@
 
 from pathlib import Path
 
+import pytest
+
 from vqlab.experiments import replications, synthetic
 from vqlab.reports.results import read_results
 
 
+@pytest.mark.slow
 def test_replicate_synthetic_writes_report_table_and_plots(tmp_path, monkeypatch):
     monkeypatch.setitem(
         synthetic.PRESETS,

@@ -3,12 +3,14 @@
 import json
 
 import numpy as np
+import pytest
 from image_fixtures import image_folder
 
 from vqlab.experiments import replications, tokenizer
 from vqlab.reports.results import read_results, write_results
 
 
+@pytest.mark.slow
 def test_replicate_tokenizer_at_toy_size(tmp_path, monkeypatch):
     monkeypatch.setenv("VQLAB_CACHE", str(tmp_path / "cache"))
     data = image_folder(tmp_path / "cifar", classes=("airplane", "automobile"))

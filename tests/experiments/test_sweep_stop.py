@@ -68,6 +68,7 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
+@pytest.mark.slow
 def test_sigterm_stops_the_workers_and_marks_the_runs_interrupted(tmp_path):
     out = tmp_path / "sweep"
     script = tmp_path / "sweep.py"

@@ -20,6 +20,7 @@ from vqlab.priors import (
     save_tokens,
 )
 
+pytestmark = pytest.mark.slow  # the default suite has tests/priors/test_prior_defaults.py
 K, C, SIDE = 16, 4, 4
 L = SIDE * SIDE
 

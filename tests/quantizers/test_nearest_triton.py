@@ -47,6 +47,7 @@ SMALL = CONFIGS[0]  # small tests take a fixed tile: autotuning them would only 
 PRECISIONS = ["exact", "fast"]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(RUNS_KERNELS, reason="the kernel tests run directly here")
 def test_kernel_suite_under_the_interpreter():
     env = {**os.environ, "TRITON_INTERPRET": "1"}
