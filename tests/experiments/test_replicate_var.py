@@ -170,3 +170,10 @@ def test_scale_curve_and_settling_by_hand(tmp_path):
     assert var_report.settling(curve, 50)[2] == (50.0, pytest.approx(0.2))
     # a window longer than the run: from the first eval
     assert var_report.settling(curve, 1000)[2] == (50.0, pytest.approx(0.8))
+
+
+def test_seeds_text():
+    from vqlab.experiments.generation import seeds_text
+
+    assert seeds_text([0, 1]) == "2 prior seeds"
+    assert seeds_text([3]).startswith("1 prior seed (seed 3:")

@@ -242,6 +242,13 @@ def reference_row(reference: dict, label: str = "real data (reference)") -> dict
     }
 
 
+def seeds_text(seeds: list[int]) -> str:
+    """``2 prior seeds`` / ``1 prior seed (seed 0; the others still training)``."""
+    if len(seeds) == 1:
+        return f"1 prior seed (seed {seeds[0]}: a ± over seeds needs more than one)"
+    return f"{len(seeds)} prior seeds"
+
+
 def mean_std(rows: list[dict], strategy: str, key: str) -> str:
     """``mean ± std`` (ddof 1) of ``key`` over the rows of one tokenizer; one value alone."""
     vals = [r[key] for r in rows if r.get("tokenizer") == strategy and r.get(key) is not None]
@@ -336,7 +343,7 @@ def _write_report(job: Job, rows, reference, timing) -> None:
     text = [
         f"# Generation on CIFAR-10 ({preset} preset): MaskGIT over standard vs deferred tokens",
         "",
-        f"K={p['codebook_size']}; {len(p['seeds'])} prior seeds per tokenizer, mean ± std; "
+        f"K={p['codebook_size']}; {seeds_text(p['seeds'])} per tokenizer, mean ± std; "
         f"N={p['samples']} class-conditional samples (classes in turn) against N test images. "
         f"g-FD, g-KD and class consistency are in the feature space of featnet {sha} (a "
         "vqlab-trained ResNet): **not FID**. Pixel distance: mean per-pixel RMS difference of "

@@ -7,7 +7,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from vqlab.experiments.generation import _SRC, METRICS, findings, mean_std, reference_row
+from vqlab.experiments.generation import (
+    _SRC,
+    METRICS,
+    findings,
+    mean_std,
+    reference_row,
+    seeds_text,
+)
 from vqlab.experiments.protocol import Job
 from vqlab.reports.markdown import markdown_table
 
@@ -262,7 +269,7 @@ def _write_report(job: Job, tok_rows, rows, reference, timing) -> None:
         "",
         f"## Generation (VAR priors over the `ms_init={p['prior_init']}` tokenizers)",
         "",
-        f"{len(p['seeds'])} prior seeds per tokenizer, mean ± std; N={p['samples']} "
+        f"{seeds_text(p['seeds'])} per tokenizer, mean ± std; N={p['samples']} "
         "class-conditional samples (classes in turn) against N test images. Pixel distance: "
         "mean per-pixel RMS difference of 10,000 random pairs on the 0-255 scale (within class: "
         "pairs inside each class). The last row scores real images: g-FD/g-KD of N train "
