@@ -177,3 +177,22 @@ def test_seeds_text():
 
     assert seeds_text([0, 1]) == "2 prior seeds"
     assert seeds_text([3]).startswith("1 prior seed (seed 3:")
+
+
+def test_findings_read_the_gap_against_the_seeds_spread():
+    from vqlab.experiments.generation import findings, stage_text
+
+    def rows(std, dfd):
+        return [{"tokenizer": "standard", "g_fd": v} for v in std] + [
+            {"tokenizer": "deferred", "g_fd": v} for v in dfd
+        ]
+
+    two = findings(rows([10.0, 10.2], [8.0, 8.4]), {})[0]
+    assert "deferred lower by 1.900" in two and "range of one tokenizer is 0.400" in two
+    assert "(the gap is larger)" in two
+    assert "(the gap is within it)" in findings(rows([10.0, 11.0], [9.9, 10.1]), {})[0]
+    one = findings(rows([12.9], [12.7]), {})[0]
+    assert "deferred lower by 0.200" in one and "spread is not measured" in one
+    assert stage_text({"priors": 90.0, "tokenize": 0.0}) == (
+        "priors 1.5 min, tokenize not recorded (an earlier, stopped invocation)"
+    )

@@ -242,6 +242,15 @@ def reference_row(reference: dict, label: str = "real data (reference)") -> dict
     }
 
 
+def stage_text(timing: dict[str, float]) -> str:
+    """``tokenizers 12.3 min, ...``; a stage under a second was done by an invocation that
+    stopped before it could record its time: ``not recorded``."""
+    return ", ".join(
+        f"{k} {v / 60:.1f} min" if v >= 1 else f"{k} not recorded (an earlier, stopped invocation)"
+        for k, v in timing.items()
+    )
+
+
 def seeds_text(seeds: list[int]) -> str:
     """``2 prior seeds`` / ``1 prior seed (seed 0; the others still training)``."""
     if len(seeds) == 1:
@@ -304,13 +313,18 @@ def findings(rows: list[dict], reference: dict) -> list[str]:
         return float(np.mean(v))
 
     gap = mean(s["g_fd"]) - mean(d["g_fd"])
-    spread = max(np.ptp(s["g_fd"]), np.ptp(d["g_fd"]))
-    lines = [
+    head = (
         f"- g-FD: {mean(s['g_fd']):.3f} (standard) vs {mean(d['g_fd']):.3f} (deferred), "
-        f"{'deferred' if gap > 0 else 'standard'} lower by {abs(gap):.3f}; the widest "
-        f"seed-to-seed range of one tokenizer is {spread:.3f}"
-        + (" (the gap is larger)." if abs(gap) > spread else " (the gap is within it)."),
-    ]
+        f"{'deferred' if gap > 0 else 'standard'} lower by {abs(gap):.3f}; "
+    )
+    if min(len(s["g_fd"]), len(d["g_fd"])) < 2:  # no spread to read the gap against
+        lines = [head + "one prior seed per tokenizer, so the seeds' spread is not measured."]
+    else:
+        spread = max(np.ptp(s["g_fd"]), np.ptp(d["g_fd"]))
+        lines = [
+            head + f"the widest seed-to-seed range of one tokenizer is {spread:.3f}"
+            + (" (the gap is larger)." if abs(gap) > spread else " (the gap is within it).")
+        ]  # fmt: skip
     real = reference.get("pixel_distance")
     pd_s, pd_d = mean(s["pixel_distance"]), mean(d["pixel_distance"])
     if real is not None:
@@ -378,7 +392,7 @@ def _write_report(job: Job, rows, reference, timing) -> None:
             "- prior: " + ", ".join(f"`{k}={v}`" for k, v in p["prior"].items()),
             "- sampler: " + ", ".join(f"`{s}`" for s in p["sample"]) + ", `sample.cfg=0`",
             "- wall time by stage (from the invocation that did it; `timing.json`): "
-            + ", ".join(f"{k} {v / 60:.1f} min" for k, v in timing.items())
+            + stage_text(timing)
             + "; compute summed over the runs: priors "
             + f"{sum(float(r.get('seconds') or 0) for r in rows) / 60:.1f} min",
         ),

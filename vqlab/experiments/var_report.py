@@ -14,6 +14,7 @@ from vqlab.experiments.generation import (
     mean_std,
     reference_row,
     seeds_text,
+    stage_text,
 )
 from vqlab.experiments.protocol import Job
 from vqlab.reports.markdown import markdown_table
@@ -307,7 +308,7 @@ def _write_report(job: Job, tok_rows, rows, reference, timing) -> None:
             "- prior: " + ", ".join(f"`{k}={v}`" for k, v in p["prior"].items()),
             "- sampler: " + ", ".join(f"`{s}`" for s in p["sample"]),
             "- wall time by stage (from the invocation that did it; `timing.json`): "
-            + ", ".join(f"{k} {v / 60:.1f} min" for k, v in timing.items())
+            + stage_text(timing)
             + "; compute summed over the runs: tokenizers "
             + f"{sum(float(r.get('seconds') or 0) for r in tok_rows) / 60:.1f} min, priors "
             + f"{sum(float(r.get('seconds') or 0) for r in rows) / 60:.1f} min",
