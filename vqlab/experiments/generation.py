@@ -326,8 +326,8 @@ def findings(rows: list[dict], reference: dict) -> list[str]:
             + (" (the gap is larger)." if abs(gap) > spread else " (the gap is within it).")
         ]  # fmt: skip
     real = reference.get("pixel_distance")
-    pd_s, pd_d = mean(s["pixel_distance"]), mean(d["pixel_distance"])
-    if real is not None:
+    if real is not None and s["pixel_distance"] and d["pixel_distance"]:
+        pd_s, pd_d = mean(s["pixel_distance"]), mean(d["pixel_distance"])
         lines.append(
             f"- Pixel distance: {pd_s:.1f} (standard) vs {pd_d:.1f} (deferred); real test "
             f"images score {real:.1f}. The higher value is "
