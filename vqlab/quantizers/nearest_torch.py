@@ -8,11 +8,11 @@ row, so at most ``max_bytes`` of distances exist at any moment.
 Memory bound: one tile of ``rows x cols`` fp32 distances with ``rows * cols * 4 <= max_bytes``
 (plus the ``(N,)`` results and the ``(K,)`` code norms). The default budget is 64 MiB.
 
-On the CPU the tile is smaller than the budget allows: at most ``CPU_TILE_BYTES`` (2 MiB) and
+On the CPU the tile is smaller than the budget allows: at most ``CPU_TILE_BYTES`` (4 MiB) and
 ``CPU_TILE_COLS`` (512) codes wide, so that the tile the GEMM writes is still in cache when the
 row minimum reads it; a GPU keeps the large tiles. The measurements behind those sizes are in
-``benchmarks/results/cpu_tiles_epyc-2core_torch2.13.0.md`` (4 MiB until issue 23's second
-pass: 2 MiB lifted D=64, K=4,096 from 48% to 61% of the sgemm peak, the other shapes level).
+``benchmarks/results/cpu_tiles_epyc-2core_torch2.13.0.md`` (2 MiB was tried and measured
+level with 4 MiB within this machine's noise: 0.67x to 1.40x across shapes).
 
 The CPU loop also differs in how it scores and reduces a tile (issue 23's profile,
 ``benchmarks/results/search_profile_command.txt``): ``addmm`` with the code norms as a
@@ -38,7 +38,7 @@ from typing import NamedTuple
 import torch
 
 DEFAULT_MAX_BYTES = 64 * 2**20
-CPU_TILE_BYTES = 2 * 2**20
+CPU_TILE_BYTES = 4 * 2**20
 CPU_TILE_COLS = 512
 # the CPU search scores D <= this with augmented operands, larger D with a bias (addmm)
 AUGMENT_MAX_D = 64
