@@ -1,0 +1,42 @@
+"""`vqlab replicate var --preset cpu`, seed by seed: the same runs, so that a report exists as
+soon as one prior seed per tokenizer has finished (2 CPU cores fit one pair at a time).
+
+    python results/var-cpu/seeds_first.py priors OUT       # the priors, seed 0's pair first
+    python results/var-cpu/seeds_first.py report OUT 0     # the replicate with seeds 0 only
+
+``priors`` trains the preset's priors in the order (standard, deferred) of seed 0, then of
+seed 1, two at a time; ``report SEEDS`` runs the replicate itself with the preset's ``seeds``
+set to SEEDS (comma-separated): every finished stage is skipped, so it samples, scores and
+writes the report of those seeds. With every seed finished, ``vqlab replicate var --data
+../shared/data/cifar10 --preset cpu --out OUT --jobs 2`` writes the full report.
+"""
+
+import sys
+from pathlib import Path
+
+from vqlab.experiments import replications
+from vqlab.experiments.generation import prior_runs
+from vqlab.experiments.sweep import run_sweep
+from vqlab.experiments.var import VAR_PRESETS
+
+DATA = "../shared/data/cifar10"
+
+
+def main() -> None:
+    what, out = sys.argv[1], Path(sys.argv[2])
+    p = VAR_PRESETS["cpu"]
+    if what == "priors":
+        runs = prior_runs({s: out / "tokens" / f"{s}.npz" for s in ("standard", "deferred")}, p)
+        by = {(r[1]["tokenizer"], r[1]["seed"]): r for r in runs}
+        order = [by[(s, str(seed))] for seed in p["seeds"] for s in ("standard", "deferred")]
+        rows = run_sweep(order, out / "priors", jobs=2, progress=False)
+        print([(r["run"], r["status"]) for r in rows], flush=True)
+        return
+    seeds = [int(s) for s in sys.argv[3].split(",")]
+    p["seeds"] = seeds
+    command = f"python results/var-cpu/seeds_first.py report {out} {sys.argv[3]}"
+    replications.replicate("var", out, data=DATA, jobs=2, progress=False, command=command)
+
+
+if __name__ == "__main__":
+    main()
