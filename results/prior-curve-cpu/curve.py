@@ -1,143 +1,182 @@
 """The prior compute curve: class consistency and g-FD against prior compute, MaskGIT and VAR,
-standard vs deferred tokens, 2 seeds. Resumable: finished priors and scored sample sets are
-skipped, an unfinished prior resumes from its checkpoint; curve.csv / curve.md are rewritten
-after every run, so whatever finished is readable at any time.
+standard vs deferred tokens, 2 seeds each.
 
-    PYTHONPATH=$PWD OMP_NUM_THREADS=1 nohup nice -n 19 /work/main/.venv/bin/python \
-        results/prior-curve-cpu/curve.py > runs/prior-curve/curve.log 2>&1 &
+Every point is the replicate's own experiment with one thing changed, the prior's budget
+(``train.steps``) or size, on the replicate's own tokens, featnet, sampler and N: so the
+replicate's committed point is one point of the curve (read from its ``results.csv``, not
+trained again) and the others are comparable with it.
 
-Tokenizers (trained first when missing, MSE only to save CPU, the generation/var cpu preset's
-model otherwise: width 16, K=1024, 500 steps, deferred = 250 pretrain + 250 VQ):
-- MaskGIT: single-scale standard and deferred (runs/prior-curve/tokenizers);
-- VAR: multi-scale (scales 1,2,3,4,6,8) standard and deferred with vq.loss_on=final, finding
-  1's runs (runs/var-findings/*__final__g32, trained by run_f1.sh).
-Priors: the cpu presets' recipe (batch 64, lr 1e-3, warmup 100, cosine, dropout 0.1, class
-dropout 0.1) with the new per-prior defaults (label smoothing 0; VAR sampled at top-k 900 /
-top-p 0.96), at the (size, steps) points of GRID, in that order. N samples (classes in turn)
-against N test images in the committed featnet; compute = steps x the measured CPU seconds of
-one train step at that size (step_cost.json, one thread).
+    PYTHONPATH=$PWD OMP_NUM_THREADS=1 nohup nice -n 19 python results/prior-curve-cpu/curve.py \
+        [--kinds var,maskgit] [--jobs 2] > runs/prior-curve/curve.log 2>&1 &
+
+Sources (a kind is skipped while its replicate has not written tokens and results.csv):
+- VAR: ``results/var-cpu`` (``vqlab replicate var --preset cpu``): tokens/<strategy>.npz of
+  the ``prior_init`` tokenizers;
+- MaskGIT: ``results/generation-cpu`` (``vqlab replicate generation --preset cpu``).
+Resumable: finished priors and scored sample sets are skipped (``runs/prior-curve/<kind>``),
+and curve.csv / curve.md here are rewritten at the end. Compute per point = steps x the idle
+CPU seconds of one train step at that size on one thread
+(``benchmarks/results/idle-2026-12-03/prior_cpu_torch2.13.0-cpu.csv``).
 """
 
-import json
-import os
-import subprocess
-import sys
-import time
+from __future__ import annotations
+
+import argparse
+import copy
 from pathlib import Path
 
-from vqlab.config import build_config
-from vqlab.experiments.generation import sample_and_score, tokenize_all
-from vqlab.experiments.sweep import run_sweep
+import numpy as np
+
+from vqlab.experiments.generation import GENERATION_PRESETS, prior_runs, sample_and_score
+from vqlab.experiments.sweep import RUNS_DIR, run_sweep
+from vqlab.experiments.var import VAR_PRESETS
 from vqlab.reports.markdown import markdown_table
-from vqlab.reports.results import write_results
+from vqlab.reports.results import read_results, write_results
 
 DATA = "../shared/data/cifar10"
-FEATNET = Path("results/featnet-cifar10")
 WORK = Path("runs/prior-curve")
-RESULTS = Path("results/prior-curve-cpu")
-N = 1000
-SEEDS = (0, 1)
-SIZES = {"small": (2, 128, 4), "base": (4, 256, 4), "large": (6, 384, 6)}
-# (kind, size, steps), cheapest first: each point adds both tokenizers x both seeds
-GRID = [
-    ("maskgit", "small", 500), ("var", "small", 500),
-    ("maskgit", "small", 1500), ("var", "small", 1500),
-    ("maskgit", "base", 1500), ("var", "base", 1500),
-    ("maskgit", "small", 4500), ("var", "small", 4500),
-    ("maskgit", "base", 4500), ("var", "base", 4500),
-    ("maskgit", "large", 4500), ("var", "large", 4500),
-]  # fmt: skip
-# KINDS=maskgit runs the MaskGIT points only (while run_f1.sh still trains the VAR tokenizers)
-KINDS = os.environ.get("KINDS", "maskgit,var").split(",")
-TOKENIZER = [
-    "data.name=cifar10", f"data.path={DATA}", "data.test_limit=2000", "model.kind=conv",
-    "model.latent_dim=64", "model.downsample=4", "model.width=16", "vq.codebook_size=1024",
-    "vq.update=ema", "vq.beta=0.25", "vq.decay=0.99", "vq.init=kmeans",
-    "vq.init_samples=32768", "vq.kmeans_iters=10", "train.batch_size=64", "train.steps=500",
-    "train.pretrain_steps=250", "train.lr=5e-4", "train.eval_every=250", "train.log_every=50",
-]  # fmt: skip
+HERE = Path("results/prior-curve-cpu")
+STEP_COST = Path("benchmarks/results/idle-2026-12-03/prior_cpu_torch2.13.0-cpu.csv")
+SOURCES = {"var": (Path("results/var-cpu"), VAR_PRESETS["cpu"]),
+           "maskgit": (Path("results/generation-cpu"), GENERATION_PRESETS["cpu"])}  # fmt: skip
+SIZES = {"small": (2, 128, 4), "base": (4, 256, 4)}
+# (kind, size, steps) besides each replicate's own point (small at its preset's steps)
+POINTS = [("var", "small", 500), ("maskgit", "small", 500), ("maskgit", "small", 1500)]
+TARGET = 0.5  # the class consistency the issue asks the cpu preset to reach where it can
 
 
-def tokenizer(kind: str, strategy: str) -> Path:
-    if kind == "var":  # finding 1's loss_on=final runs (the same settings), trained there
-        run = Path("runs/var-findings") / f"{strategy}__final__g32"
-        if not (run / "summary.json").is_file():
-            env = {**os.environ, "STRATEGIES": strategy, "LOSS_ON_LIST": "final"}
-            subprocess.run(["results/var-findings-cpu/run_f1.sh"], check=True, env=env)
-        return run
-    run = WORK / "tokenizers" / f"{kind}__{strategy}"
-    if (run / "summary.json").is_file():
-        return run
-    sets = [*TOKENIZER, f"train.strategy={strategy}"]
-    cmd = [sys.executable, "-m", "vqlab", "train", "--quiet"]
-    if (run / "checkpoint").is_dir():
-        cmd += ["--resume", str(run)]
-    else:
-        cmd += ["--out", str(run), "--overwrite", *(a for s in sets for a in ("--set", s))]
-    subprocess.run(cmd, check=True)
-    return run
+def step_costs() -> dict[tuple[str, str], float]:
+    """(kind, size) -> idle seconds of one vqlab train step at batch 64, one thread."""
+    rows = read_results(STEP_COST)
+    return {(r["prior"], r["size"]): r["value"] / 1000 for r in rows
+            if r["impl"] == "vqlab" and r["metric"] == "train_step_ms"}  # fmt: skip
 
 
-def prior_values(kind: str, size: str, steps: int, tokens: Path, seed: int) -> dict:
+def tokenizer_folders(src: Path, kind: str, preset: dict) -> dict[str, Path]:
+    """The replicate's tokenizer run per strategy (the pair its priors were trained on)."""
+    runs = src / "tokenizers" / RUNS_DIR
+    found = {}
+    for strategy in ("standard", "deferred"):
+        want = f"train.strategy={strategy}"
+        if kind == "var":
+            want += f"__vq.ms_init={preset['prior_init']}"
+        hits = [d for d in runs.glob("*") if d.name.endswith(want)]
+        if len(hits) != 1:
+            raise SystemExit(f"{kind}: expected one tokenizer run ending {want} in {runs}")
+        found[strategy] = hits[0]
+    return found
+
+
+def point_preset(preset: dict, size: str, steps: int) -> dict:
+    p = copy.deepcopy(preset)
     depth, width, heads = SIZES[size]
-    return {
-        "task": "prior", "data.name": "tokens", "data.path": str(tokens), "seed": seed,
-        "prior.kind": kind, "prior.depth": depth, "prior.width": width, "prior.heads": heads,
-        "prior.dropout": 0.1, "prior.class_dropout": 0.1, "train.steps": steps,
-        "train.batch_size": 64, "train.lr": 1e-3, "train.warmup_steps": 100,
-        "train.lr_schedule": "cosine", "train.weight_decay": 0.05, "train.log_every": 100,
-        "train.eval_every": steps, "train.checkpoint_every": 250,
-    }  # fmt: skip
+    p["prior"].update({"prior.depth": depth, "prior.width": width, "prior.heads": heads,
+                       "train.steps": steps, "train.eval_every": steps})  # fmt: skip
+    return p
 
 
-def step_cost() -> dict:
-    path = RESULTS / "step_cost.json"
-    if not path.is_file():
-        return {}
-    rows = json.loads(path.read_text())["rows"]
-    return {(r["kind"], r["depth"], r["width"]): r["cpu_s_per_step"] for r in rows}
-
-
-def write_curve(rows: list[dict]) -> None:
-    cols = ["kind", "size", "steps", "tokenizer", "seed", "compute_cpu_h", "class_consistency",
-            "g_fd", "val_loss", "wall_s"]  # fmt: skip
-    write_results(RESULTS / "curve.csv", rows)
-    (RESULTS / "curve.md").write_text(markdown_table(rows, cols) + "\n")
+def run_point(kind: str, size: str, steps: int, jobs: int, seeds: list[int] | None) -> list[dict]:
+    src, preset = SOURCES[kind]
+    tokens = {s: src / "tokens" / f"{s}.npz" for s in ("standard", "deferred")}
+    tokenizers = tokenizer_folders(src, kind, preset)
+    p = point_preset(preset, size, steps)
+    if seeds is not None:
+        p["seeds"] = seeds
+    out = WORK / kind / f"{size}__steps={steps}"
+    rows = run_sweep(prior_runs(tokens, p), out / "priors", jobs=jobs, progress=False)
+    featnet = src / "tokenizers" / "featnet"
+    sample_and_score(out, rows, tokens, tokenizers, featnet, DATA, p, False)
+    return rows
 
 
 def main() -> None:
-    costs, rows = step_cost(), []
-    tokens: dict[str, dict[str, Path]] = {}
-    for kind, size, steps in GRID:
-        if kind not in KINDS:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--kinds", default="var,maskgit")
+    ap.add_argument("--jobs", type=int, default=1)
+    ap.add_argument(
+        "--var-src", type=Path, help="a replicate var folder other than results/var-cpu"
+    )
+    ap.add_argument("--maskgit-src", type=Path, help="other than results/generation-cpu")
+    ap.add_argument("--seeds", help="prior seeds of the new points (default: the preset's)")
+    args = ap.parse_args()
+    for kind, src in (("var", args.var_src), ("maskgit", args.maskgit_src)):
+        if src is not None:
+            SOURCES[kind] = (src, SOURCES[kind][1])
+    costs, curve = step_costs(), []
+    seeds = None if args.seeds is None else [int(s) for s in args.seeds.split(",")]
+    for kind in args.kinds.split(","):
+        src, preset = SOURCES[kind]
+        if not (src / "results.csv").is_file() or not (src / "tokens").is_dir():
+            print(f"{kind}: {src} has no results.csv / tokens yet; skipped", flush=True)
             continue
-        if kind not in tokens:
-            toks = {s: tokenizer(kind, s) for s in ("standard", "deferred")}
-            tokens[kind] = {"runs": toks, "files": tokenize_all(WORK / kind, DATA, toks, False)}
-        for seed in SEEDS:
-            for strategy in ("standard", "deferred"):
-                name = f"{kind}__{size}__steps={steps}__{strategy}__seed={seed}"
-                values = prior_values(kind, size, steps, tokens[kind]["files"][strategy], seed)
-                t0 = time.perf_counter()
-                done = run_sweep(
-                    [(name, {"tokenizer": strategy}, build_config(values))],
-                    WORK / "priors", progress=False,
-                )  # fmt: skip
-                row = dict(done[0])
-                p = {"samples": N, "sample": []}  # the per-prior sampler defaults
-                sample_and_score(WORK, [row], tokens[kind]["files"], tokens[kind]["runs"],
-                                 FEATNET, DATA, p, False)  # fmt: skip
-                depth, width, _ = SIZES[size]
-                per_step = costs.get((kind, depth, width))
-                rows.append({
-                    "kind": kind, "size": f"{size} ({depth}x{width})", "steps": steps,
-                    "tokenizer": strategy, "seed": seed,
-                    "compute_cpu_h": None if per_step is None else steps * per_step / 3600,
-                    "class_consistency": row.get("class_consistency"), "g_fd": row.get("g_fd"),
-                    "val_loss": row.get("val_loss"), "wall_s": time.perf_counter() - t0,
-                    "featnet_sha256": row.get("featnet_sha256"),
+        own = ("small", preset["prior"]["train.steps"])
+        points = [(s, n) for k, s, n in POINTS if k == kind and (s, n) != own] + [own]
+        for size, steps in points:
+            rows = read_results(src / "results.csv") if (size, steps) == own else (
+                run_point(kind, size, steps, args.jobs, seeds))  # fmt: skip
+            for r in rows:
+                if r.get("status") == "failed":
+                    continue
+                curve.append({
+                    "kind": kind, "size": size, "steps": steps, "tokenizer": r["tokenizer"],
+                    "seed": r["seed"], "compute_cpu_h": steps * costs[(kind, size)] / 3600,
+                    "class_consistency": r["class_consistency"], "g_fd": r["g_fd"],
+                    "source": str(src) if (size, steps) == own else str(WORK / kind),
                 })  # fmt: skip
-                write_curve(rows)
+            print(f"{kind} {size} {steps}: done", flush=True)
+    if curve:
+        write_curve(curve)
+
+
+def fit(points: list[tuple[float, float]]) -> tuple[float, float] | None:
+    """Least-squares line of class consistency against log10(compute): (slope, intercept)."""
+    if len({x for x, _ in points}) < 2:
+        return None
+    x = np.log10([p[0] for p in points])
+    slope, intercept = np.polyfit(x, [p[1] for p in points], 1)
+    return float(slope), float(intercept)
+
+
+def write_curve(curve: list[dict]) -> None:
+    write_results(HERE / "curve.csv", curve)
+    table, lines = [], []
+    for kind in sorted({r["kind"] for r in curve}):
+        pts = []
+        for size, steps in sorted({(r["size"], r["steps"]) for r in curve if r["kind"] == kind}):
+            at = [r for r in curve if (r["kind"], r["size"], r["steps"]) == (kind, size, steps)]
+            row = {
+                "prior": kind,
+                "size": f"{size} {SIZES[size][0]}x{SIZES[size][1]}",
+                "steps": steps,
+                "compute (CPU h per prior)": f"{at[0]['compute_cpu_h']:.2f}",
+            }
+            for metric in ("class_consistency", "g_fd"):
+                m = {s: [r[metric] for r in at if r["tokenizer"] == s]
+                     for s in ("standard", "deferred")}  # fmt: skip
+                for s, v in m.items():
+                    sd = np.std(v, ddof=1) if len(v) > 1 else 0.0
+                    row[f"{metric} {s}"] = f"{np.mean(v):.3f} ± {sd:.3f} (n={len(v)})"
+                row[f"{metric} gap (deferred - standard)"] = (
+                    f"{np.mean(m['deferred']) - np.mean(m['standard']):+.3f}"
+                )
+            table.append(row)
+            pts += [(r["compute_cpu_h"], r["class_consistency"]) for r in at]
+        line = fit(pts)
+        if line is None:
+            lines.append(f"- {kind}: one compute point; no slope to extrapolate.")
+            continue
+        slope, icpt = line
+        where = (f"10^(({TARGET} - {icpt:.3f}) / {slope:.3f}) = "
+                 f"{10 ** ((TARGET - icpt) / slope):.3g} CPU h per prior" if slope > 0
+                 else "never (the fitted slope is not positive)")  # fmt: skip
+        lines.append(
+            f"- {kind}: class consistency = {icpt:.3f} + {slope:.3f} log10(CPU h) over "
+            f"{len(pts)} priors (both tokenizers); {TARGET} reached at {where}. A line in log "
+            "compute through so few points is a rough guide, not a law."
+        )
+    cols = list(table[0])
+    (HERE / "curve.md").write_text(markdown_table(table, cols) + "\n\n" + "\n".join(lines) + "\n")
+    print((HERE / "curve.md").read_text(), flush=True)
 
 
 if __name__ == "__main__":
