@@ -393,6 +393,15 @@ def test_a_long_prior_says_so_before_it_starts(world, tmp_path, capsys, monkeypa
     # the defaults at CIFAR-10's size (K=1024, L=64): hours on this project's CPU
     cfg = load_config(None, ["task=prior", "data.name=tokens", "data.path=x.npz"])
     assert prior.cpu_budget_seconds(cfg, 64, 1024) > 3600
+    # the rule against the idle steps it was fitted to and the two it was not (VAR, L=130)
+    for kind, depth, width, length, seconds in [
+        ("maskgit", 2, 128, 64, 0.558), ("maskgit", 4, 256, 64, 2.316),
+        ("var", 2, 128, 130, 1.234), ("var", 4, 256, 130, 4.831),
+    ]:  # fmt: skip
+        sets = [f"prior.kind={kind}", f"prior.depth={depth}", f"prior.width={width}"]
+        one = load_config(None, ["task=prior", "data.name=tokens", "data.path=x.npz", *sets,
+                                 "train.steps=1", "train.batch_size=64"])  # fmt: skip
+        assert prior.cpu_budget_seconds(one, length, 1024) == pytest.approx(seconds, rel=0.1)
     monkeypatch.setattr(prior, "ANNOUNCE_SECONDS", 0.0)
     sets = _sets(*PRIOR, f"data.path={world / 'tokens.npz'}")
     code, _, err = _run(capsys, "train", "--out", tmp_path / "p", *sets, "--quiet")

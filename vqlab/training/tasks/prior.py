@@ -35,10 +35,13 @@ from vqlab.training.guard import is_finite
 from vqlab.training.schedule import Schedule
 from vqlab.training.tasks.base import StepLosses
 
-# CPU seconds per token and unit of per-token weight work (depth * 12 W^2 + W K): 1.77 s per
-# step measured for depth 4, width 256, K=1024, batch 64 over L=64 + 1 on the 2-core EPYC
-# (benchmarks/results/prior_cpu_torch2.13.0-cpu.json)
-CPU_RATE = 1.768 / (64 * 65 * (4 * 12 * 256**2 + 256 * 1024))
+# One train step costs batch * (L + 1) * (CPU_TOKEN + CPU_RATE * work) seconds on one CPU
+# thread, work = depth * 12 W^2 + W K per token. Fitted to MaskGIT's two idle steps on the 2-core
+# EPYC (benchmarks/results/idle-2026-12-03/prior_cpu_torch2.13.0-cpu.csv: 0.558 s at 2 x 128,
+# 2.316 s at 4 x 256, K=1024, batch 64, L=64); it puts VAR's (L=130) at 0.91x and 0.97x of
+# theirs. The weight term alone (the rule before) read the small priors at half their cost.
+CPU_RATE = 1.4659e-10
+CPU_TOKEN = 5.724e-05
 ANNOUNCE_SECONDS = 300  # longer CPU budgets are stated before training starts
 
 
@@ -46,7 +49,7 @@ def cpu_budget_seconds(config: RunConfig, tokens_len: int, codebook_size: int) -
     """Estimated CPU seconds of a prior's training (see :data:`CPU_RATE`)."""
     pc, tc = config.prior, config.train
     work = pc.depth * 12 * pc.width**2 + pc.width * codebook_size
-    return tc.steps * tc.batch_size * (tokens_len + 1) * work * CPU_RATE
+    return tc.steps * tc.batch_size * (tokens_len + 1) * (CPU_TOKEN + work * CPU_RATE)
 
 
 class PriorTask:
