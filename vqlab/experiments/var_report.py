@@ -62,19 +62,36 @@ def settling(curve: list[dict], window: int) -> dict[int, tuple[float, float]]:
 SETTLE_WINDOW = 100  # steps over which the report reads whether a scale's perplexity settled
 
 
-def _settling_table(tok_rows: list[dict], p: dict) -> str:
-    """Per tokenizer and scale: final perplexity (change over the last SETTLE_WINDOW steps)."""
-    sides = [int(s) for s in p["scales"].split(",")]
+def _sides(p: dict) -> list[int]:
+    return [int(s) for s in p["scales"].split(",")]
+
+
+def _by_scale(tok_rows: list[dict], sides: list[int], cells_of, fmt) -> list[dict]:
+    """One table row per tokenizer: ``fmt(cell)`` under each scale ``p=side`` whose cell
+    ``cells_of(row)`` (``{side: cell}``) holds, blank where it holds none."""
     table = []
     for r in tok_rows:
-        settled = settling(scale_curve(r["folder"]), SETTLE_WINDOW)
+        cells = cells_of(r)
         row = {"tokenizer": f"{r['strategy']}, {r['ms_init']}"}
         for side in sides:
-            if side in settled:
-                last, change = settled[side]
-                row[f"p={side}"] = f"{last:.0f} ({100 * change:+.0f}%)"
+            row[f"p={side}"] = fmt(cells[side]) if side in cells else ""
         table.append(row)
-    return markdown_table(table, ["tokenizer", *(f"p={s}" for s in sides)])
+    return table
+
+
+def _scale_columns(sides: list[int]) -> list[str]:
+    return ["tokenizer", *(f"p={s}" for s in sides)]
+
+
+def _settling_table(tok_rows: list[dict], p: dict) -> str:
+    """Per tokenizer and scale: final perplexity (change over the last SETTLE_WINDOW steps)."""
+    table = _by_scale(
+        tok_rows,
+        _sides(p),
+        lambda r: settling(scale_curve(r["folder"]), SETTLE_WINDOW),
+        lambda c: f"{c[0]:.0f} ({100 * c[1]:+.0f}%)",
+    )
+    return markdown_table(table, _scale_columns(_sides(p)))
 
 
 def _changes(out: Path, tok_rows: list[dict], rows: list[dict], p: dict) -> list[str]:
@@ -83,7 +100,7 @@ def _changes(out: Path, tok_rows: list[dict], rows: list[dict], p: dict) -> list
 
     if not p.get("changes"):
         return []
-    sides = [int(s) for s in p["scales"].split(",")]
+    sides = _sides(p)
     tok_metrics = ["r_fd", "recon_mse", "perplexity", "usage", *(f"perplexity_p{s}" for s in sides)]
     gen_metrics = ["g_fd", "class_consistency", "pixel_distance", "sample_perplexity",
                    "sample_codes_used", f"sample_perplexity_p{sides[0]}"]  # fmt: skip
@@ -147,40 +164,31 @@ def _plots(out: Path, tok_rows: list[dict], rows: list[dict]) -> None:
 
 def _scale_table(tok_rows: list[dict], rows: list[dict], p: dict) -> str:
     """Tokenizers' perplexity / usage per scale, then the priors' samples against the real ids."""
-    sides = [int(s) for s in p["scales"].split(",")]
-    table = []
-    for r in tok_rows:
-        cells = {s["scale"]: s for s in r.get("per_scale") or []}
-        row = {"tokenizer": f"{r['strategy']}, {r['ms_init']}"}
-        for side in sides:
-            c = cells.get(side)
-            row[f"p={side}"] = f"{c['perplexity']:.0f} / {100 * c['usage']:.1f}%" if c else ""
-        table.append(row)
+    sides = _sides(p)
+    table = _by_scale(
+        tok_rows,
+        sides,
+        lambda r: {c["scale"]: c for c in r.get("per_scale") or []},
+        lambda c: f"{c['perplexity']:.0f} / {100 * c['usage']:.1f}%",
+    )
     for strategy in ("standard", "deferred"):
         for what in ("real", "sample"):
             row = {"tokenizer": f"{strategy} VAR: {what} ids (perplexity)"}
             for side in sides:
                 row[f"p={side}"] = mean_std(rows, strategy, f"{what}_perplexity_p{side}")
             table.append(row)
-    return markdown_table(table, ["tokenizer", *(f"p={s}" for s in sides)])
+    return markdown_table(table, _scale_columns(sides))
 
 
 def _spread_table(tok_rows: list[dict], p: dict) -> str:
     """Per tokenizer and scale: input spread / nearest-code / second-code distance."""
-    sides = [int(s) for s in p["scales"].split(",")]
-    table = []
-    for r in tok_rows:
-        cells = {c["scale"]: c for c in r.get("scale_spread") or []}
-        row = {"tokenizer": f"{r['strategy']}, {r['ms_init']}"}
-        for side in sides:
-            c = cells.get(side)
-            row[f"p={side}"] = (
-                f"{c['input_spread']:.3f} / {c['nearest_code']:.3f} / {c['second_code']:.3f}"
-                if c
-                else ""
-            )
-        table.append(row)
-    return markdown_table(table, ["tokenizer", *(f"p={s}" for s in sides)])
+    table = _by_scale(
+        tok_rows,
+        _sides(p),
+        lambda r: {c["scale"]: c for c in r.get("scale_spread") or []},
+        lambda c: f"{c['input_spread']:.3f} / {c['nearest_code']:.3f} / {c['second_code']:.3f}",
+    )
+    return markdown_table(table, _scale_columns(_sides(p)))
 
 
 def _coarse_finding(tok_rows: list[dict]) -> list[str]:
