@@ -196,3 +196,38 @@ def test_findings_read_the_gap_against_the_seeds_spread():
     assert stage_text({"priors": 90.0, "tokenize": 0.0}) == (
         "priors 1.5 min, tokenize not recorded (an earlier, stopped invocation)"
     )
+
+
+def test_report_tail_is_the_end_both_generation_reports_share(tmp_path):
+    from vqlab.experiments.generation import report_tail
+    from vqlab.experiments.protocol import Job
+
+    for name in ("prior__standard__seed=0", "prior__standard__seed=1"):
+        (tmp_path / "samples" / name).mkdir(parents=True)
+        (tmp_path / "samples" / name / "grid.png").write_bytes(b"")
+    settings = {"prior": {"prior.width": 128}, "sample": ["sample.top_k=900"]}
+    job = Job("var", tmp_path, "data/x", "cpu", settings, jobs=2, command="vqlab replicate var")
+    rows = [{"run": "prior__standard__seed=0", "status": "ok", "tokenizer": "standard",
+             "seed": 0, "val_loss": 3.5, "seconds": 60.0},
+            {"run": "prior__standard__seed=1", "status": "ok", "tokenizer": "standard",
+             "seed": 1, "val_loss": 3.6, "seconds": "30"}]  # fmt: skip
+    tok_rows = [{"seconds": 600.0}]
+    lines = report_tail(job, rows, ("All priors", ["val_loss"]), "- tokenizers: the cpu preset",
+                        sampler_note=", `sample.cfg=0`", timing={"priors": 90.0},
+                        compute={"tokenizers": tok_rows, "priors": rows})  # fmt: skip
+    text = "\n".join(lines)
+    assert lines[0] == "## All priors"
+    assert lines[2].splitlines()[0].startswith("| run | status | tokenizer | seed | val_loss |")
+    assert "3.6" in lines[2]
+    # the seed-0 grid only, linked relative to the report
+    assert "![prior__standard__seed=0](samples/prior__standard__seed=0/grid.png)" in lines
+    assert "seed=1/grid.png" not in text
+    how = lines[lines.index("## How this was made") :]
+    assert how[2].startswith("- preset: `cpu`; runs trained 2 at a time; data: `data/x`")
+    assert how[3] == "- tokenizers: the cpu preset"  # the report's own lines follow the preset
+    assert how[4] == "- prior: `prior.width=128`"
+    assert how[5] == "- sampler: `sample.top_k=900`, `sample.cfg=0`"
+    assert how[6] == ("- wall time by stage (from the invocation that did it; `timing.json`): "
+                      "priors 1.5 min; compute summed over the runs: tokenizers 10.0 min, "
+                      "priors 1.5 min")  # fmt: skip
+    assert "vqlab replicate var" in text  # the provenance names the command

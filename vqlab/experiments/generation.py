@@ -301,6 +301,58 @@ def _values(rows: list[dict], strategy: str, key: str) -> list[float]:
     return [r[key] for r in rows if r.get("tokenizer") == strategy and r.get(key) is not None]
 
 
+SCORING = (
+    "Pixel distance: mean per-pixel RMS difference of 10,000 random pairs on the 0-255 scale "
+    "(within class: pairs inside each class). The last row scores real images: g-FD/g-KD of N "
+    "train against the N test images (the real-against-real floor), and the test images' own "
+    "pixel distance and class consistency (the featnet's accuracy on them)."
+)
+
+
+def report_tail(
+    job: Job,
+    rows: list[dict],
+    runs: tuple[str, list[str]],
+    *settings: str,
+    sampler_note: str = "",
+    timing: dict[str, float],
+    compute: dict[str, list[dict]],
+) -> list[str]:
+    """The end shared by the generation reports (MaskGIT's and VAR's): the table of every prior
+    run (``runs``: its heading and the columns between the seed and the metrics), the seed-0
+    sample grids, and "How this was made": preset and data, the report's own ``settings``
+    lines, the prior and the sampler, the wall time by stage and the compute summed over each
+    group of ``compute`` rows (``{"priors": rows}`` -> ``priors 12.3 min``)."""
+    p = job.settings
+    heading, columns = runs
+    grids = sorted((job.out / "samples").glob("*seed=0/grid.png"))
+    summed = ", ".join(
+        f"{name} {sum(float(r.get('seconds') or 0) for r in group) / 60:.1f} min"
+        for name, group in compute.items()
+    )
+    return [
+        f"## {heading}",
+        "",
+        markdown_table(rows, ["run", "status", "tokenizer", "seed", *columns, *METRICS]),
+        "",
+        "## Samples (seed 0, one row per class)",
+        "",
+        *(f"![{g.parent.name}](samples/{g.parent.name}/grid.png)" for g in grids),
+        "",
+        *job.how_made(
+            f"- preset: `{job.preset}`; runs trained {job.jobs} at a time; data: `{job.data}` (if "
+            "`../shared/data/cifar10`: the JPEG re-encoded copy)",
+            *settings,
+            "- prior: " + ", ".join(f"`{k}={v}`" for k, v in p["prior"].items()),
+            "- sampler: " + ", ".join(f"`{s}`" for s in p["sample"]) + sampler_note,
+            "- wall time by stage (from the invocation that did it; `timing.json`): "
+            + stage_text(timing)
+            + "; compute summed over the runs: "
+            + summed,
+        ),
+    ]
+
+
 def findings(rows: list[dict], reference: dict) -> list[str]:
     """What the table says, in words: g-FD (with the seeds' spread), pixel distance against
     the real images' own, and the token diversity of the samples."""
@@ -353,18 +405,13 @@ def _write_report(job: Job, rows, reference, timing) -> None:
         for s in ("standard", "deferred")
     ] + [reference_row(reference)]
     sha = next((r["featnet_sha256"][:12] for r in rows if r.get("featnet_sha256")), "?")
-    grids = sorted((out / "samples").glob("*seed=0/grid.png"))
     text = [
         f"# Generation on CIFAR-10 ({preset} preset): MaskGIT over standard vs deferred tokens",
         "",
         f"K={p['codebook_size']}; {seeds_text(p['seeds'])} per tokenizer, mean ± std; "
         f"N={p['samples']} class-conditional samples (classes in turn) against N test images. "
         f"g-FD, g-KD and class consistency are in the feature space of featnet {sha} (a "
-        "vqlab-trained ResNet): **not FID**. Pixel distance: mean per-pixel RMS difference of "
-        "10,000 random pairs on the 0-255 scale (within class: pairs inside each class). The "
-        "last row scores real images: g-FD/g-KD of N train against the N test images (the "
-        "real-against-real floor), and the test images' own pixel distance and class "
-        "consistency (the featnet's accuracy on them).",
+        f"vqlab-trained ResNet): **not FID**. {SCORING}",
         "",
         *findings(rows, reference),
         "",
@@ -376,25 +423,13 @@ def _write_report(job: Job, rows, reference, timing) -> None:
         "",
         markdown_table(PAPERS, ["source", "strategy", "g_fd", "pixel_distance"]),
         "",
-        "## All runs",
-        "",
-        markdown_table(
-            rows, ["run", "status", "tokenizer", "seed", "val_masked_accuracy", *METRICS]
-        ),
-        "",
-        "## Samples (seed 0, one row per class)",
-        "",
-        *(f"![{g.parent.name}](samples/{g.parent.name}/grid.png)" for g in grids),
-        "",
-        *job.how_made(
-            f"- preset: `{preset}`; runs trained {job.jobs} at a time; data: `{job.data}` (if "
-            "`../shared/data/cifar10`: the JPEG re-encoded copy)",
-            "- prior: " + ", ".join(f"`{k}={v}`" for k, v in p["prior"].items()),
-            "- sampler: " + ", ".join(f"`{s}`" for s in p["sample"]) + ", `sample.cfg=0`",
-            "- wall time by stage (from the invocation that did it; `timing.json`): "
-            + stage_text(timing)
-            + "; compute summed over the runs: priors "
-            + f"{sum(float(r.get('seconds') or 0) for r in rows) / 60:.1f} min",
+        *report_tail(
+            job,
+            rows,
+            ("All runs", ["val_masked_accuracy"]),
+            sampler_note=", `sample.cfg=0`",
+            timing=timing,
+            compute={"priors": rows},
         ),
     ]
     (out / "report.md").write_text("\n".join(text))

@@ -10,11 +10,12 @@ from pathlib import Path
 from vqlab.experiments.generation import (
     _SRC,
     METRICS,
+    SCORING,
     findings,
     mean_std,
     reference_row,
+    report_tail,
     seeds_text,
-    stage_text,
 )
 from vqlab.experiments.protocol import Job
 from vqlab.reports.markdown import markdown_table
@@ -236,7 +237,6 @@ def _write_report(job: Job, tok_rows, rows, reference, timing) -> None:
     ] + [reference_row(reference)]
     sha = next((r["featnet_sha256"][:12] for r in rows if r.get("featnet_sha256")), "?")
     floor = next((r["floor_fd"] for r in tok_rows if "floor_fd" in r), float("nan"))
-    grids = sorted((out / "samples").glob("*seed=0/grid.png"))
     text = [
         f"# VAR on CIFAR-10 ({preset} preset): multi-scale tokenizers, standard vs deferred",
         "",
@@ -279,11 +279,7 @@ def _write_report(job: Job, tok_rows, rows, reference, timing) -> None:
         f"## Generation (VAR priors over the `ms_init={p['prior_init']}` tokenizers)",
         "",
         f"{seeds_text(p['seeds'])} per tokenizer, mean ± std; N={p['samples']} "
-        "class-conditional samples (classes in turn) against N test images. Pixel distance: "
-        "mean per-pixel RMS difference of 10,000 random pairs on the 0-255 scale (within class: "
-        "pairs inside each class). The last row scores real images: g-FD/g-KD of N train "
-        "against the N test images (the real-against-real floor), and the test images' own "
-        "pixel distance and class consistency.",
+        f"class-conditional samples (classes in turn) against N test images. {SCORING}",
         "",
         *findings(rows, reference),
         "",
@@ -296,30 +292,16 @@ def _write_report(job: Job, tok_rows, rows, reference, timing) -> None:
             PAPERS, ["source", "strategy", "r_fd", "g_fd", "pixel_distance", "real_perplexity"]
         ),  # fmt: skip
         "",
-        "## All priors",
-        "",
-        markdown_table(
-            rows, ["run", "status", "tokenizer", "seed", "val_loss", "val_accuracy", *METRICS]
-        ),  # fmt: skip
-        "",
-        "## Samples (seed 0, one row per class)",
-        "",
-        *(f"![{g.parent.name}](samples/{g.parent.name}/grid.png)" for g in grids),
-        "",
-        *job.how_made(
-            f"- preset: `{preset}`; runs trained {job.jobs} at a time; data: `{job.data}` (if "
-            "`../shared/data/cifar10`: the JPEG re-encoded copy)",
+        *report_tail(
+            job,
+            rows,
+            ("All priors", ["val_loss", "val_accuracy"]),
             "- tokenizers: the tokenizer replication's `"
             + p["tokenizer_preset"]
             + "` preset"
             + "".join(f", `{k}={v}`" for k, v in p.get("tokenizer_set", {}).items()),
-            "- prior: " + ", ".join(f"`{k}={v}`" for k, v in p["prior"].items()),
-            "- sampler: " + ", ".join(f"`{s}`" for s in p["sample"]),
-            "- wall time by stage (from the invocation that did it; `timing.json`): "
-            + stage_text(timing)
-            + "; compute summed over the runs: tokenizers "
-            + f"{sum(float(r.get('seconds') or 0) for r in tok_rows) / 60:.1f} min, priors "
-            + f"{sum(float(r.get('seconds') or 0) for r in rows) / 60:.1f} min",
+            timing=timing,
+            compute={"tokenizers": tok_rows, "priors": rows},
         ),
     ]
     job.write_report(text)
