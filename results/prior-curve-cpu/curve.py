@@ -80,10 +80,13 @@ def run_point(kind: str, size: str, steps: int, jobs: int, seeds: list[int] | No
     tokens = {s: src / "tokens" / f"{s}.npz" for s in ("standard", "deferred")}
     tokenizers = tokenizer_folders(src, kind, preset)
     p = point_preset(preset, size, steps)
-    if seeds is not None:
-        p["seeds"] = seeds
     out = WORK / kind / f"{size}__steps={steps}"
-    rows = run_sweep(prior_runs(tokens, p), out / "priors", jobs=jobs, progress=False)
+    train = copy.deepcopy(p)
+    if seeds is not None:  # train these seeds now; the point reports every finished seed
+        train["seeds"] = seeds
+    run_sweep(prior_runs(tokens, train), out / "priors", jobs=jobs, progress=False)
+    rows = run_sweep(prior_runs(tokens, p), out / "priors", progress=False, report_only=True)
+    rows = [r for r in rows if r["status"] == "skipped (finished)"]
     featnet = src / "tokenizers" / "featnet"
     sample_and_score(out, rows, tokens, tokenizers, featnet, DATA, p, False)
     return rows
@@ -115,7 +118,7 @@ def main() -> None:
             rows = read_results(src / "results.csv") if (size, steps) == own else (
                 run_point(kind, size, steps, args.jobs, seeds))  # fmt: skip
             for r in rows:
-                if r.get("status") == "failed":
+                if r.get("class_consistency") in (None, ""):  # failed, or not sampled yet
                     continue
                 curve.append({
                     "kind": kind, "size": size, "steps": steps, "tokenizer": r["tokenizer"],
