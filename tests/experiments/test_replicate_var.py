@@ -194,7 +194,7 @@ def test_findings_read_the_gap_against_the_seeds_spread():
     one = findings(rows([12.9], [12.7]), {})[0]
     assert "deferred lower by 0.200" in one and "spread is not measured" in one
     assert stage_text({"priors": 90.0, "tokenize": 0.0}) == (
-        "priors 1.5 min, tokenize not recorded (an earlier, stopped invocation)"
+        "priors 1.5 min, tokenize not recorded (done by an earlier invocation that did not time it)"
     )
 
 

@@ -244,10 +244,11 @@ def reference_row(reference: dict, label: str = "real data (reference)") -> dict
 
 def stage_text(timing: dict[str, float]) -> str:
     """``tokenizers 12.3 min, ...``; a stage under a second was done by an invocation that
-    stopped before it could record its time: ``not recorded``."""
+    did not time it (one stopped before it could, or a script that trained a stage's runs
+    outside the replicate, as ``results/var-cpu/seeds_first.py``): ``not recorded``."""
+    untimed = "not recorded (done by an earlier invocation that did not time it)"
     return ", ".join(
-        f"{k} {v / 60:.1f} min" if v >= 1 else f"{k} not recorded (an earlier, stopped invocation)"
-        for k, v in timing.items()
+        f"{k} {v / 60:.1f} min" if v >= 1 else f"{k} {untimed}" for k, v in timing.items()
     )
 
 
