@@ -74,15 +74,21 @@ VAR_PRESETS: dict[str, dict[str, Any]] = {
                 "why": "VAR's own sampler; trims the prior's tail (finding 3)",
             },
             {
+                "setting": "vq.ms_init ways",
+                "before": "finest, coarse_then_all",
+                "after": "+ pyramid",
+                "why": "issue 22 compares all three ways of drawing the k-means sample",
+            },
+            {
                 "setting": "tokenizer train.eval_every",
                 "before": "125",
                 "after": "50",
                 "why": "to read the per-scale perplexity over training",
             },
         ],
-        # pyramid, the third way, did not fit this preset's 2.5 hours (the VAR priors cost
-        # ~1 s a step on a core); the gpu preset runs it
-        "init_ways": ["finest", "coarse_then_all"],
+        # all three ways (pyramid joined at issue 22's re-run: two more tokenizers, ~20 min on
+        # 2 cores; the priors train on finest's pair only)
+        "init_ways": ["finest", "coarse_then_all", "pyramid"],
         "prior_init": "finest",
         "seeds": [0, 1],
         "samples": 2000,
