@@ -231,3 +231,29 @@ def test_report_tail_is_the_end_both_generation_reports_share(tmp_path):
                       "priors 1.5 min; compute summed over the runs: tokenizers 10.0 min, "
                       "priors 1.5 min")  # fmt: skip
     assert "vqlab replicate var" in text  # the provenance names the command
+
+
+def test_forget_weightless_retrains_a_copy_and_refuses_a_link(tmp_path):
+    from vqlab.errors import UserError
+    from vqlab.experiments.generation import forget_weightless
+
+    def finished(folder, weights):
+        folder.mkdir(parents=True)
+        (folder / "summary.json").write_text("{}")
+        if weights:
+            (folder / "checkpoint").mkdir()
+            (folder / "checkpoint" / "model.safetensors").write_bytes(b"w")
+        return folder
+
+    kept = finished(tmp_path / "kept", weights=True)
+    forget_weightless(kept)
+    assert (kept / "summary.json").is_file()  # weights there: reused as it is
+    bare = finished(tmp_path / "bare", weights=False)
+    forget_weightless(bare)
+    assert not (bare / "summary.json").exists()  # no weights: trained again
+    other = finished(tmp_path / "other-experiment" / "run", weights=False)
+    link = tmp_path / "link"
+    link.symlink_to(other)
+    with pytest.raises(UserError, match="links to .*without its weights"):
+        forget_weightless(link)
+    assert (other / "summary.json").is_file()  # the other experiment's run is untouched

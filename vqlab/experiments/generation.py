@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from vqlab.config import build_config
+from vqlab.errors import UserError
 from vqlab.experiments.protocol import Job, Replication, Rows
 from vqlab.experiments.sweep import RUNS_DIR, run_sweep
 from vqlab.experiments.tokenizer import TOKENIZER_PRESETS, _feature_nets, tokenizer_runs
@@ -103,6 +104,22 @@ METRICS = [
 ]  # fmt: skip
 
 
+def forget_weightless(run: Path) -> None:
+    """A reused tokenizer folder whose weights were not kept (``results/`` keeps no
+    checkpoints) is trained again: its ``summary.json`` goes, so the sweep reruns it. A folder
+    that is a link (to another experiment's run) is refused instead, before anything is
+    deleted: retraining through it would clear the other experiment's run."""
+    if not (run / "summary.json").is_file() or (run / "checkpoint" / "model.safetensors").is_file():
+        return
+    if run.is_symlink():
+        raise UserError(
+            f"{run} links to {run.resolve()}, a finished run without its weights "
+            "(checkpoint/model.safetensors): copy the run with its checkpoint there, or remove "
+            "the link to train this tokenizer again"
+        )
+    (run / "summary.json").unlink()
+
+
 def _tokenizers(out: Path, data, preset: dict, jobs: int, progress: bool) -> tuple[dict, Path]:
     """Train (or reuse) the standard and deferred tokenizers; their run folders by strategy."""
     tok_preset = preset["tokenizer_preset"]
@@ -110,12 +127,8 @@ def _tokenizers(out: Path, data, preset: dict, jobs: int, progress: bool) -> tup
     runs, _ = tokenizer_runs(data, tok_preset, percepnet)
     k = str(preset["codebook_size"])
     mine = [r for r in runs if r[1]["vq.codebook_size"] == k and "loss.gan" not in r[1]]
-    for name, _, _ in mine:  # a reused folder whose weights were not kept (results/ keeps no
-        run = out / "tokenizers" / RUNS_DIR / name  # checkpoints): train that tokenizer again
-        if (run / "summary.json").is_file() and not (
-            run / "checkpoint" / "model.safetensors"
-        ).is_file():
-            (run / "summary.json").unlink()
+    for name, _, _ in mine:
+        forget_weightless(out / "tokenizers" / RUNS_DIR / name)
     rows = run_sweep(mine, out / "tokenizers", jobs=jobs, progress=progress)
     failed = [r["run"] for r in rows if r.get("status") == "failed"]
     if failed:
