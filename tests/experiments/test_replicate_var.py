@@ -164,12 +164,19 @@ def test_scale_curve_and_settling_by_hand(tmp_path):
         "step": 0, "phase": "vq", "scale": 1, "perplexity": 1.0, "usage": 0.125
     }  # fmt: skip
     # last step 199, window 100: compared with the latest eval at or before step 99 (step 50)
+    # (relative to that earlier value: 1 -> 2 is +100%, 20 -> 50 is +150%)
     s = var_report.settling(curve, 100)
-    assert s[1] == (2.0, pytest.approx(0.5)) and s[2] == (50.0, pytest.approx(0.6))
-    # window 50: from step 149 back, step 100
-    assert var_report.settling(curve, 50)[2] == (50.0, pytest.approx(0.2))
-    # a window longer than the run: from the first eval
-    assert var_report.settling(curve, 1000)[2] == (50.0, pytest.approx(0.8))
+    assert s[1] == (2.0, pytest.approx(1.0)) and s[2] == (50.0, pytest.approx(1.5))
+    # window 50: from step 149 back, step 100 (40 -> 50)
+    assert var_report.settling(curve, 50)[2] == (50.0, pytest.approx(0.25))
+    # a window longer than the run: from the first eval (10 -> 50)
+    assert var_report.settling(curve, 1000)[2] == (50.0, pytest.approx(4.0))
+    # a fall is at most -100%: 50 -> 20
+    fall = [
+        {"step": 0, "scale": 1, "perplexity": 50.0},
+        {"step": 100, "scale": 1, "perplexity": 20.0},
+    ]
+    assert var_report.settling(fall, 100)[1] == (20.0, pytest.approx(-0.6))
 
 
 def test_seeds_text():
