@@ -266,7 +266,7 @@ def stage_text(timing: dict[str, float]) -> str:
 
 
 def seeds_text(seeds: list[int]) -> str:
-    """``2 prior seeds`` / ``1 prior seed (seed 0; the others still training)``."""
+    """``2 prior seeds`` / ``1 prior seed (seed 0: a ± over seeds needs more than one)``."""
     if len(seeds) == 1:
         return f"1 prior seed (seed {seeds[0]}: a ± over seeds needs more than one)"
     return f"{len(seeds)} prior seeds"
