@@ -1,9 +1,12 @@
 """`vqlab replicate var --preset cpu`, seed by seed: the same runs, so that a report exists as
 soon as one prior seed per tokenizer has finished (2 CPU cores fit one pair at a time).
 
+    python results/var-cpu/seeds_first.py tokenizers OUT   # the tokenizers, finest's pair first
     python results/var-cpu/seeds_first.py priors OUT       # the priors, seed 0's pair first
     python results/var-cpu/seeds_first.py report OUT 0     # the replicate with seeds 0 only
 
+``tokenizers`` trains the six multi-scale tokenizers two at a time, the pair the priors read
+(``prior_init``) first, so that the priors can start before the other ways have finished;
 ``priors`` trains the preset's priors in the order (standard, deferred) of seed 0, then of
 seed 1, two at a time; ``report SEEDS`` runs the replicate itself with the preset's ``seeds``
 set to SEEDS (comma-separated): every finished stage is skipped, so it samples, scores and
@@ -17,7 +20,8 @@ from pathlib import Path
 from vqlab.experiments import replications
 from vqlab.experiments.generation import prior_runs
 from vqlab.experiments.sweep import run_sweep
-from vqlab.experiments.var import VAR_PRESETS
+from vqlab.experiments.tokenizer import _feature_nets
+from vqlab.experiments.var import VAR_PRESETS, tokenizer_runs_var
 
 DATA = "../shared/data/cifar10"
 
@@ -25,6 +29,14 @@ DATA = "../shared/data/cifar10"
 def main() -> None:
     what, out = sys.argv[1], Path(sys.argv[2])
     p = VAR_PRESETS["cpu"]
+    if what == "tokenizers":
+        _, percepnet = _feature_nets(out / "tokenizers", DATA, p["tokenizer_preset"], False)
+        runs = tokenizer_runs_var(DATA, p, percepnet)
+        ways = [p["prior_init"]] + [w for w in p["init_ways"] if w != p["prior_init"]]
+        order = [r for w in ways for r in runs if r[1]["vq.ms_init"] == w]
+        rows = run_sweep(order, out / "tokenizers", jobs=2, progress=False)
+        print([(r["run"], r["status"]) for r in rows], flush=True)
+        return
     if what == "priors":
         runs = prior_runs({s: out / "tokens" / f"{s}.npz" for s in ("standard", "deferred")}, p)
         by = {(r[1]["tokenizer"], r[1]["seed"]): r for r in runs}

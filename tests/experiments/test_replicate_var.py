@@ -78,6 +78,7 @@ def test_replicate_var_at_toy_size(tmp_path, monkeypatch):
     # the per-scale perplexity over training: a plot and the settling table
     assert (out / "plots" / "per_scale_training.png").is_file()
     assert "Has the per-scale perplexity settled?" in report
+    assert "over the last 20% of the run's steps" in report
     # an earlier run kept in before/: the report's "What changed and why" pairs it with this one
     (out / "before").mkdir()
     before_gen = [{**r, "g_fd": 99.0} for r in read_results(out / "results.csv")]
@@ -177,6 +178,10 @@ def test_scale_curve_and_settling_by_hand(tmp_path):
         {"step": 100, "scale": 1, "perplexity": 20.0},
     ]
     assert var_report.settling(fall, 100)[1] == (20.0, pytest.approx(-0.6))
+    # the report's window is 20% of the run's last step: 40 of 199, from step 150 (50 -> 50)
+    assert var_report.settle_window(curve) == 40
+    assert var_report.settling(curve, var_report.settle_window(curve))[2] == (50.0, 0.0)
+    assert var_report.settle_window([]) == 0
 
 
 def test_seeds_text():

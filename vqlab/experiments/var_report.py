@@ -61,7 +61,15 @@ def settling(curve: list[dict], window: int) -> dict[int, tuple[float, float]]:
     return out
 
 
-SETTLE_WINDOW = 100  # steps over which the report reads whether a scale's perplexity settled
+# the share of a run's steps, at its end, over which the report reads whether a scale's
+# perplexity settled (100 of 500 steps, 300 of 1500): a fixed window would call a longer run
+# settled for the same drift per step
+SETTLE_SHARE = 0.2
+
+
+def settle_window(curve: list[dict]) -> int:
+    """The settling window of a run's ``scale_curve``: SETTLE_SHARE of its last eval's step."""
+    return round(SETTLE_SHARE * max((int(r["step"]) for r in curve), default=0))
 
 
 def _sides(p: dict) -> list[int]:
@@ -86,11 +94,16 @@ def _scale_columns(sides: list[int]) -> list[str]:
 
 
 def _settling_table(tok_rows: list[dict], p: dict) -> str:
-    """Per tokenizer and scale: final perplexity (change over the last SETTLE_WINDOW steps)."""
+    """Per tokenizer and scale: final perplexity (change over the run's last SETTLE_SHARE)."""
+
+    def cells(row: dict) -> dict:
+        curve = scale_curve(row["folder"])
+        return settling(curve, settle_window(curve))
+
     table = _by_scale(
         tok_rows,
         _sides(p),
-        lambda r: settling(scale_curve(r["folder"]), SETTLE_WINDOW),
+        cells,
         lambda c: f"{c[0]:.0f} ({100 * c[1]:+.0f}%)",
     )
     return markdown_table(table, _scale_columns(_sides(p)))
@@ -262,7 +275,8 @@ def _write_report(job: Job, tok_rows, rows, reference, timing) -> None:
         "![per scale](plots/per_scale.png)",
         "",
         "Has the per-scale perplexity settled? Each tokenizer's last evaluation per scale, with "
-        f"its change over the last {SETTLE_WINDOW} steps (eval images; `metrics.jsonl`):",
+        f"its change over the last {SETTLE_SHARE:.0%} of the run's steps (eval images; "
+        "`metrics.jsonl`):",
         "",
         _settling_table(tok_rows, p),
         "",
