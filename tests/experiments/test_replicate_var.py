@@ -184,6 +184,28 @@ def test_scale_curve_and_settling_by_hand(tmp_path):
     assert var_report.settle_window([]) == 0
 
 
+def test_mean_std():
+    from vqlab.experiments.generation import mean_std
+
+    rows = [
+        {"tokenizer": "standard", "g_fd": 1.0, "r_fd": 4.0, "real_perplexity_p1": 8.5},
+        {"tokenizer": "standard", "g_fd": 3.0, "r_fd": 4.0, "real_perplexity_p1": 8.5},
+        {"tokenizer": "deferred", "g_fd": 2.0, "r_fd": 5.0, "real_perplexity_p1": None},
+    ]
+    assert mean_std(rows, "standard", "g_fd") == "2.000 ± 1.414"  # ddof 1
+    assert mean_std(rows, "deferred", "g_fd") == "2.000"  # one seed: no ±
+    assert mean_std(rows, "deferred", "real_perplexity_p1") == "n/a"
+    # a measure of the tokenizer, repeated by every prior seed: one value, no "± 0.000"
+    assert mean_std(rows, "standard", "r_fd") == "4.000"
+    assert mean_std(rows, "standard", "real_perplexity_p1") == "8.500"
+    # ... but a sample measure that two seeds happen to share keeps its ± 0.000
+    same = [{**r, "sample_codes_used": 283.0} for r in rows[:2]]
+    assert mean_std(same, "standard", "sample_codes_used") == "283.000 ± 0.000"
+    # and tokenizer measures that differ (they should not) show their spread
+    odd = [rows[0], {**rows[1], "r_fd": 6.0}]
+    assert mean_std(odd, "standard", "r_fd") == "5.000 ± 1.414"
+
+
 def test_seeds_text():
     from vqlab.experiments.generation import seeds_text
 

@@ -272,12 +272,19 @@ def seeds_text(seeds: list[int]) -> str:
     return f"{len(seeds)} prior seeds"
 
 
+def _of_tokenizer(key: str) -> bool:
+    """Whether ``key`` measures the tokenizer or its real ids, the same for every prior seed."""
+    return key == "r_fd" or key.startswith("real_")
+
+
 def mean_std(rows: list[dict], strategy: str, key: str) -> str:
-    """``mean ± std`` (ddof 1) of ``key`` over the rows of one tokenizer; one value alone."""
+    """``mean ± std`` (ddof 1) of ``key`` over the rows of one tokenizer; one value alone, and
+    one value for a measure of the tokenizer itself (``r_fd``, ``real_*``) that every prior
+    seed repeats (a ``± 0.000`` there would pass for a spread over seeds)."""
     vals = [r[key] for r in rows if r.get("tokenizer") == strategy and r.get(key) is not None]
     if not vals:
         return "n/a"
-    if len(vals) == 1:
+    if len(vals) == 1 or (_of_tokenizer(key) and len(set(vals)) == 1):
         return f"{vals[0]:.3f}"
     return f"{np.mean(vals):.3f} ± {np.std(vals, ddof=1):.3f}"
 
