@@ -32,8 +32,9 @@ from vqlab.experiments.var_report import _flat, _plots, _write_report
 from vqlab.reports.results import write_results
 
 VAR_PRESETS: dict[str, dict[str, Any]] = {
-    # measured: 2.3 hours on 2 CPU cores with --jobs 2 (half of it beside another experiment):
-    # 4 tokenizers 38 min, tokenizing 10 min, 4 VAR priors 86 min, sampling and scoring 1 min
+    # measured on 2 CPU cores with --jobs 2: the six 1500-step tokenizers 64 min, their
+    # evaluation 8 min (results/var-cpu-v3); tokenizing 10 min, the four VAR priors 70-86 min
+    # (two pairs) and sampling and scoring 4 min (results/var-cpu): about 2.5-3 hours in all
     "cpu": {
         "tokenizer_preset": "cpu",
         "codebook_size": 1024,
