@@ -65,7 +65,7 @@ def main() -> None:
             "",
             "Perplexity / usage per scale (test set):",
             "",
-            _scale_table(rows, [], p).split("\n| standard VAR")[0],
+            _scale_table(rows, [], p),
             "",
             "Has the per-scale perplexity settled? Last evaluation per scale, with its change "
             f"over the last {SETTLE_SHARE:.0%} of the run's steps (eval images):",

@@ -178,7 +178,8 @@ def _plots(out: Path, tok_rows: list[dict], rows: list[dict]) -> None:
 
 
 def _scale_table(tok_rows: list[dict], rows: list[dict], p: dict) -> str:
-    """Tokenizers' perplexity / usage per scale, then the priors' samples against the real ids."""
+    """Tokenizers' perplexity / usage per scale, then the priors' samples against the real ids
+    (no such rows while ``rows`` holds no prior)."""
     sides = _sides(p)
     table = _by_scale(
         tok_rows,
@@ -186,7 +187,7 @@ def _scale_table(tok_rows: list[dict], rows: list[dict], p: dict) -> str:
         lambda r: {c["scale"]: c for c in r.get("per_scale") or []},
         lambda c: f"{c['perplexity']:.0f} / {100 * c['usage']:.1f}%",
     )
-    for strategy in ("standard", "deferred"):
+    for strategy in ("standard", "deferred") if rows else ():
         for what in ("real", "sample"):
             row = {"tokenizer": f"{strategy} VAR: {what} ids (perplexity)"}
             for side in sides:
