@@ -1,21 +1,19 @@
 """`vqlab replicate var --preset cpu`, seed by seed: the same runs, so that a report exists as
 soon as one prior seed per tokenizer has finished (2 CPU cores fit one pair at a time).
 
-    python results/var-cpu/seeds_first.py tokenizers OUT   # the tokenizers, finest's pair first
-    python results/var-cpu/seeds_first.py evaluate OUT     # the finished tokenizers' report
+    python results/var-cpu/seeds_first.py tokenizers OUT   # the tokenizers and their report
     python results/var-cpu/seeds_first.py priors OUT       # the priors, seed 0's pair first
     python results/var-cpu/seeds_first.py report OUT 0     # the replicate with seeds 0 only
 
-``tokenizers`` trains the six multi-scale tokenizers two at a time, the pair the priors read
-(``prior_init``) first, so that the priors can start before the other ways have finished;
-``evaluate`` evaluates the finished tokenizers (training any that are not) and writes
-OUT/tokenizers.csv, OUT/plots/ and OUT/tokenizers.md, the report's tokenizer tables, before any
-prior exists; ``priors`` trains the preset's priors in the order (standard, deferred) of
-seed 0, then of seed 1, two at a time; ``report SEEDS`` runs the replicate itself with the
-preset's ``seeds`` set to SEEDS (comma-separated): every finished stage is skipped, so it
-samples, scores and writes the report of those seeds. With every seed finished, ``vqlab
-replicate var --data ../shared/data/cifar10 --preset cpu --out OUT --jobs 2`` writes the full
-report.
+``tokenizers`` (or ``evaluate``, its older name) trains the six multi-scale tokenizers two at a
+time (the replicate's own order: the pair the priors read, ``prior_init``, first), evaluates
+them and writes OUT/tokenizers.csv, OUT/plots/ and OUT/tokenizers.md, the report's tokenizer
+tables, before any prior exists; ``priors`` trains the preset's priors in the order
+(standard, deferred) of seed 0, then of seed 1, two at a time; ``report SEEDS`` runs the
+replicate itself with the preset's ``seeds`` set to SEEDS (comma-separated): every finished
+stage is skipped, so it samples, scores and writes the report of those seeds. With every seed
+finished, ``vqlab replicate var --data ../shared/data/cifar10 --preset cpu --out OUT --jobs 2``
+writes the full report.
 """
 
 import sys
@@ -24,17 +22,8 @@ from pathlib import Path
 from vqlab.experiments import replications
 from vqlab.experiments.generation import prior_runs
 from vqlab.experiments.sweep import run_sweep
-from vqlab.experiments.tokenizer import _feature_nets
-from vqlab.experiments.var import VAR_PRESETS, _tokenizers, tokenizer_runs_var
-from vqlab.experiments.var_report import (
-    SETTLE_SHARE,
-    _findings,
-    _flat,
-    _plots,
-    _scale_table,
-    _settling_table,
-    _spread_table,
-)  # fmt: skip
+from vqlab.experiments.var import VAR_PRESETS, _tokenizers
+from vqlab.experiments.var_report import _findings, _flat, _plots, _scale_section
 from vqlab.reports.results import write_results
 
 DATA = "../shared/data/cifar10"
@@ -43,41 +32,19 @@ DATA = "../shared/data/cifar10"
 def main() -> None:
     what, out = sys.argv[1], Path(sys.argv[2])
     p = VAR_PRESETS["cpu"]
-    if what == "tokenizers":
-        _, percepnet = _feature_nets(out / "tokenizers", DATA, p["tokenizer_preset"], False)
-        runs = tokenizer_runs_var(DATA, p, percepnet)
-        ways = [p["prior_init"]] + [w for w in p["init_ways"] if w != p["prior_init"]]
-        order = [r for w in ways for r in runs if r[1]["vq.ms_init"] == w]
-        rows = run_sweep(order, out / "tokenizers", jobs=2, progress=False)
-        print([(r["run"], r["status"]) for r in rows], flush=True)
-        return
-    if what == "evaluate":
+    if what in ("tokenizers", "evaluate"):
         rows, featnet = _tokenizers(out, DATA, p, 2, False)
         write_results(out / "tokenizers.csv", [_flat(r) for r in rows])
         _plots(out, rows, [])
         lines = [
             f"# {out}: the multi-scale tokenizers alone (no prior yet)",
             "",
-            f"Written by `python results/var-cpu/seeds_first.py evaluate {out}`; test set, "
+            f"Written by `python results/var-cpu/seeds_first.py {what} {out}`; test set, "
             f"featnet `{featnet}`; the preset's `tokenizer_set`: {p['tokenizer_set']}",
             "",
             *_findings(rows, [], p),
             "",
-            "Perplexity / usage per scale (test set):",
-            "",
-            _scale_table(rows, [], p),
-            "",
-            "Has the per-scale perplexity settled? Last evaluation per scale, with its change "
-            f"over the last {SETTLE_SHARE:.0%} of the run's steps (eval images):",
-            "",
-            _settling_table(rows, p),
-            "",
-            "![per scale over training](plots/per_scale_training.png)",
-            "",
-            "Input spread / nearest-code / second-code distance per scale (test images):",
-            "",
-            _spread_table(rows, p),
-            "",
+            *_scale_section(rows, [], p),
         ]
         (out / "tokenizers.md").write_text("\n".join(lines))
         return

@@ -126,6 +126,30 @@ def test_tokenizer_set_reaches_the_tokenizer_configs(tmp_path):
     assert {(c.vq.loss_on, c.model.norm_groups) for c in configs} == {("every_scale", 32)}
 
 
+def test_tokenizers_train_the_priors_pair_first_and_keep_the_grid_order(tmp_path, monkeypatch):
+    p = var.VAR_PRESETS["cpu"]
+    trained = []
+
+    def sweep(runs, out, **_):  # records the order; leaves a finished evaluation per run
+        for name, _, _ in runs:
+            trained.append(name)
+            (out / var.RUNS_DIR / name / "eval").mkdir(parents=True)
+            (out / var.RUNS_DIR / name / "eval" / "eval.json").write_text(json.dumps({"r_fd": 1}))
+        return [{"run": name, **assignment} for name, assignment, _ in runs]
+
+    monkeypatch.setattr(var, "_feature_nets", lambda *_: (tmp_path / "f", tmp_path / "p"))
+    monkeypatch.setattr(var, "run_sweep", sweep)
+    monkeypatch.setattr(var, "_spread_of_run", lambda *_: [])
+    rows, _ = var._tokenizers(tmp_path, tmp_path, p, 2, False)
+    grid = var.tokenizer_runs_var(tmp_path, p, tmp_path / "p")
+    assert [r["run"] for r in rows] == [name for name, _, _ in grid]
+    assert [r["ms_init"] for r in rows] == [a["vq.ms_init"] for _, a, _ in grid]
+    first = [a for name in trained[:2] for n, a, _ in grid if n == name]
+    assert {a["vq.ms_init"] for a in first} == {p["prior_init"]}
+    assert {a["train.strategy"] for a in first} == {"standard", "deferred"}
+    assert sorted(trained) == sorted(r["run"] for r in rows)
+
+
 def test_scale_spread_by_hand():
     import torch
 

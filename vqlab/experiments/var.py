@@ -187,7 +187,11 @@ def _tokenizers(out: Path, data, preset: dict, jobs: int, progress: bool) -> tup
     tok_preset = preset["tokenizer_preset"]
     featnet, percepnet = _feature_nets(out / "tokenizers", data, tok_preset, progress)
     runs = tokenizer_runs_var(data, preset, percepnet)
-    rows = run_sweep(runs, out / "tokenizers", jobs=jobs, progress=progress)
+    # the pair the priors read (prior_init) trains first, so that a sitting cut short leaves it
+    # finished; the rows come back in the grid's order
+    order = sorted(range(len(runs)), key=lambda i: runs[i][1]["vq.ms_init"] != preset["prior_init"])
+    trained = run_sweep([runs[i] for i in order], out / "tokenizers", jobs=jobs, progress=progress)
+    rows = [trained[order.index(i)] for i in range(len(runs))]
     failed = [r["run"] for r in rows if r.get("status") == "failed"]
     if failed:
         raise RuntimeError(f"tokenizer runs failed: {failed}; see {out / 'tokenizers'}")

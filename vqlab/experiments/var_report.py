@@ -196,6 +196,39 @@ def _scale_table(tok_rows: list[dict], rows: list[dict], p: dict) -> str:
     return markdown_table(table, _scale_columns(sides))
 
 
+def _scale_section(tok_rows: list[dict], rows: list[dict], p: dict) -> list[str]:
+    """The report's per-scale part: perplexity / usage per scale (with the VAR samples' rows
+    when ``rows`` holds priors), whether it settled over training, and each scale's spread."""
+    samples = (
+        ", and the per-scale perplexity of the VAR samples against that of the real test ids "
+        f"(N={p['samples']}), mean ± std over prior seeds"
+    )
+    return [
+        f"Perplexity / usage per scale (side p){samples if rows else ''} (test set):",
+        "",
+        _scale_table(tok_rows, rows, p),
+        "",
+        "![per scale](plots/per_scale.png)",
+        "",
+        "Has the per-scale perplexity settled? Each tokenizer's last evaluation per scale, with "
+        f"its change over the last {SETTLE_SHARE:.0%} of the run's steps (eval images; "
+        "`metrics.jsonl`):",
+        "",
+        _settling_table(tok_rows, p),
+        "",
+        "![per scale over training](plots/per_scale_training.png)",
+        "",
+        "Why a scale collapses: what each scale quantizes (the area-downsampled latent at the "
+        "coarsest, residuals after) spreads around its mean by the first number (RMS, test "
+        "images), against the mean distance to the nearest and the second-nearest code. A "
+        "spread far below the second distance means one code takes the whole scale:",
+        "",
+        _spread_table(tok_rows, p),
+        "",
+        *_coarse_finding(tok_rows),
+    ]
+
+
 def _spread_table(tok_rows: list[dict], p: dict) -> str:
     """Per tokenizer and scale: input spread / nearest-code / second-code distance."""
     table = _by_scale(
@@ -268,29 +301,7 @@ def _write_report(job: Job, tok_rows, rows, reference, timing) -> None:
         "",
         markdown_table(tok_rows, TOKENIZER_COLUMNS),
         "",
-        "Perplexity / usage per scale (side p), and the per-scale perplexity of the VAR samples "
-        f"against that of the real test ids (N={p['samples']}), mean ± std over prior seeds:",
-        "",
-        _scale_table(tok_rows, rows, p),
-        "",
-        "![per scale](plots/per_scale.png)",
-        "",
-        "Has the per-scale perplexity settled? Each tokenizer's last evaluation per scale, with "
-        f"its change over the last {SETTLE_SHARE:.0%} of the run's steps (eval images; "
-        "`metrics.jsonl`):",
-        "",
-        _settling_table(tok_rows, p),
-        "",
-        "![per scale over training](plots/per_scale_training.png)",
-        "",
-        "Why a scale collapses: what each scale quantizes (the area-downsampled latent at the "
-        "coarsest, residuals after) spreads around its mean by the first number (RMS, test "
-        "images), against the mean distance to the nearest and the second-nearest code. A "
-        "spread far below the second distance means one code takes the whole scale:",
-        "",
-        _spread_table(tok_rows, p),
-        "",
-        *_coarse_finding(tok_rows),
+        *_scale_section(tok_rows, rows, p),
         "",
         f"## Generation (VAR priors over the `ms_init={p['prior_init']}` tokenizers)",
         "",
