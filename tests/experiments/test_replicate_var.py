@@ -27,6 +27,9 @@ def _toy(monkeypatch):
     }
     toy = {**var.VAR_PRESETS["cpu"], "codebook_size": 8, "scales": "1,2,4", "samples": 8}
     toy["init_ways"] = ["finest", "coarse_then_all"]  # two of the three, to keep it short
+    # the preset's tokenizer settings at toy length (its 1500 steps took 160 s of the suite)
+    short = {"train.steps": 10, "train.pretrain_steps": 5, "train.eval_every": 2}
+    toy["tokenizer_set"] = {**toy["tokenizer_set"], **short, "train.checkpoint_every": 5}
     monkeypatch.setitem(var.VAR_PRESETS, "cpu", {**toy, "prior": prior})
 
 
