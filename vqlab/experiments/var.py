@@ -32,9 +32,9 @@ from vqlab.experiments.var_report import _flat, _plots, _write_report
 from vqlab.reports.results import write_results
 
 VAR_PRESETS: dict[str, dict[str, Any]] = {
-    # measured on 2 CPU cores with --jobs 2: the six 1500-step tokenizers 64 min, their
-    # evaluation 8 min (results/var-cpu-v3); tokenizing 10 min, the four VAR priors 70-86 min
-    # (two pairs) and sampling and scoring 4 min (results/var-cpu): about 2.5-3 hours in all
+    # measured on 2 CPU cores with --jobs 2 (results/var-cpu): the six 1500-step tokenizers
+    # 64 min, their evaluation 8 min, tokenizing 6 min, the four VAR priors 50 min (two pairs,
+    # 22-28 min each) and sampling and scoring 2-4 min: about 2.2 hours in all
     "cpu": {
         "tokenizer_preset": "cpu",
         "codebook_size": 1024,

@@ -204,7 +204,7 @@ def _scale_section(tok_rows: list[dict], rows: list[dict], p: dict) -> list[str]
         f"(N={p['samples']}), mean ± std over prior seeds"
     )
     return [
-        f"Perplexity / usage per scale (side p){samples if rows else ''} (test set):",
+        f"Perplexity / usage per scale (side p, test set){samples if rows else ''}:",
         "",
         _scale_table(tok_rows, rows, p),
         "",
